@@ -1,0 +1,246 @@
+"""The configuration tree: one validated pydantic model, loaded from YAML or TOML, overridden by environment.
+
+Environment variables named ``STREAMIMB_<SECTION>__<FIELD>`` override the file, e.g.
+``STREAMIMB_MODEL__CLASSIFIER__KIND=logistic_regression``. Secrets are ``SecretStr`` and print masked.
+
+>>> cfg = ServiceConfig.model_validate({"schema": {"label": "Class"}})
+>>> cfg.event_schema.label, cfg.model.classifier.kind
+('Class', 'hoeffding_tree')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streamimb.errors import ConfigError
+
+# Command-line flags: applied over the environment, which is applied over the file.
+_FLAG_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("_FLAG_OVERRIDES", default=None)
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventSchema(Section):
+    """How a flat record (CSV row or JSON object) becomes an Event."""
+
+    id: str | None = Field(None, description="Column holding the event id; row number when absent.")
+    time: str | None = Field(None, description="Column holding event time (epoch seconds or ISO 8601).")
+    label: str | None = Field(None, description="Column holding the label; absent for unlabelled streams.")
+    key: str | None = Field(None, description="Column used as the partitioning key (e.g. card or account).")
+    positive_class: str | None = Field(None, description="The rare class; inferred when absent.")
+    numeric: list[str] | None = Field(None, description="Numeric feature columns; all others numeric if unset.")
+    categorical: list[str] | None = Field(None, description="Categorical feature columns.")
+    drop: list[str] = Field(default_factory=list, description="Columns never used as features.")
+    label_map: dict[str, str] = Field(default_factory=dict, description="Raw label value -> class name.")
+    classes: list[str] | None = Field(None, description="Known classes; other labels are dead-lettered.")
+    max_categories: int = Field(64, ge=2, description="Distinct values kept per categorical column.")
+
+
+class DetectorConfig(Section):
+    """A one-class anomaly detector from the registry (see streamimb.registry.DETECTORS)."""
+
+    kind: str = "half_space_trees"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CalibrationConfig(Section):
+    """Turns raw anomaly scores into alerts: a streaming quantile or an alert budget."""
+
+    kind: Literal["quantile", "budget"] = "quantile"
+    quantile: float = Field(0.995, gt=0.0, lt=1.0)
+    alerts: int = Field(5, ge=1, description="Budget: at most this many alerts ...")
+    per_events: int = Field(1000, ge=1, description="... per this many events.")
+    window: int = Field(5000, ge=100, description="Recent scores kept for quantiles and p-values.")
+    warmup: int = Field(500, ge=0, description="Events scored before any anomaly alert is raised.")
+
+
+class ClassifierConfig(Section):
+    """The supervised online classifier (see streamimb.registry.CLASSIFIERS)."""
+
+    kind: str = "hoeffding_tree"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ImbalanceConfig(Section):
+    """How the classifier copes with a rare class whose prevalence moves (see streamimb.imbalance)."""
+
+    strategy: str | None = Field(None, description="Strategy name; the benchmarked default when unset.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    half_life: float = Field(2000.0, gt=0, description="Half-life of the class-prior tracker, in labels.")
+
+
+class ThresholdConfig(Section):
+    """How class probabilities become a decision (see streamimb.imbalance.threshold)."""
+
+    policy: str = "prior_correction"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DriftConfig(Section):
+    """Change detectors on the anomaly score, the classifier's error and selected features."""
+
+    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
+    params: dict[str, Any] = Field(default_factory=dict)
+    on_score: bool = True
+    on_error: bool = True
+    features: list[str] = Field(default_factory=list)
+    min_gap: int = Field(500, ge=0, description="Events between two reports of the same signal.")
+
+
+class EvaluationConfig(Section):
+    """Prequential evaluation: rolling window for live metrics, segments for the report."""
+
+    rolling_window: int = Field(2000, ge=10)
+    segments: int = Field(10, ge=1)
+    keep_history: bool = Field(True, description="Keep per-event outcomes for exact overall/segment AUCs.")
+    max_history: int = Field(5_000_000, ge=1000)
+
+
+class ModelConfig(Section):
+    """Everything the Processor is built from."""
+
+    detectors: list[DetectorConfig] = Field(default_factory=lambda: [DetectorConfig()])
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    decision: Literal["auto", "classifier", "anomaly", "either"] = Field(
+        "auto",
+        description="Which verdict raises an alert. 'auto': the anomaly detectors until the classifier has "
+        "learned `min_positive_labels` examples of the rare class, the classifier after.",
+    )
+    min_positive_labels: int = Field(20, ge=0)
+    learn_detectors_on: Literal["all", "negatives"] = Field(
+        "all", description="'negatives': anomaly detectors skip events labelled with the rare class."
+    )
+    seed: int = 42
+
+
+class FileSourceConfig(Section):
+    """A CSV or JSONL file replayed through the same code as the service."""
+
+    kind: Literal["file"] = "file"
+    path: str | None = None
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+    delimiter: str | None = Field(None, description="CSV delimiter; sniffed when unset.")
+    max_record_bytes: int = Field(1_000_000, ge=64)
+
+
+class FileSinkConfig(Section):
+    path: str | None = Field(None, description="JSONL file for alerts.")
+
+
+class LoggingConfig(Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ServiceConfig(BaseSettings):
+    """The root of the configuration tree."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="STREAMIMB_",
+        env_nested_delimiter="__",
+        populate_by_name=True,
+    )
+
+    event_schema: EventSchema = Field(default_factory=EventSchema, alias="schema")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    source: FileSourceConfig = Field(default_factory=FileSourceConfig)
+    alerts_file: FileSinkConfig = Field(default_factory=FileSinkConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags win over the environment, which wins over the file's values (they arrive as init kwargs).
+        flags = _FLAG_OVERRIDES.get()
+        if flags:
+            return InitSettingsSource(settings_cls, flags), env_settings, init_settings
+        return env_settings, init_settings
+
+    @field_validator("event_schema", mode="before")
+    @classmethod
+    def _schema_from_none(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml), TOML (.toml) or JSON file into a plain dict; no code is ever evaluated."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per error: the dotted field path and the reason."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"{where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServiceConfig:
+    """Load and validate the configuration; raises ConfigError listing every invalid field.
+
+    ``overrides`` (from command-line flags) are merged last, over the file and the environment.
+    """
+    data = read_config_file(path) if path is not None else {}
+    token = _FLAG_OVERRIDES.set(overrides or None)
+    try:
+        return ServiceConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+    finally:
+        _FLAG_OVERRIDES.reset(token)
+
+
+def dump_config(config: ServiceConfig) -> str:
+    """The resolved configuration as YAML, secrets masked."""
+    data = json.loads(config.model_dump_json(by_alias=True))
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def environment_overrides() -> dict[str, str]:
+    """The STREAMIMB_ variables that are set (names only matter for display)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("STREAMIMB_")}

@@ -1,0 +1,50 @@
+"""Drift monitors: a named signal fed to a river drift detector, reported as DriftEvents.
+
+>>> monitor = DriftMonitor("error", "adwin")
+>>> events = [monitor.update(0.0 if i < 1000 else 1.0, index=i) for i in range(2000)]
+>>> [e.signal for e in events if e is not None][:1]
+['error']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import drift
+
+from streamimb.events import DriftEvent
+
+DRIFT_DETECTORS = {
+    "adwin": drift.ADWIN,
+    "page_hinkley": drift.PageHinkley,
+    "kswin": drift.KSWIN,
+}
+
+
+def build_drift_detector(kind: str, **params: Any) -> Any:
+    try:
+        factory = DRIFT_DETECTORS[kind]
+    except KeyError:
+        raise ValueError(f"unknown drift detector {kind!r}; choose from {sorted(DRIFT_DETECTORS)}") from None
+    return factory(**params)
+
+
+class DriftMonitor:
+    """Watches one signal; reports a drift at most once every ``min_gap`` updates."""
+
+    def __init__(self, signal: str, detector: str = "adwin", min_gap: int = 500, **params: Any) -> None:
+        self.signal = signal
+        self.detector = detector
+        self.min_gap = min_gap
+        self.params = params
+        self._detector = build_drift_detector(detector, **params)
+        self._last = -(10**12)
+        self.n_drifts = 0
+
+    def update(self, value: float, index: int, time: float | None = None) -> DriftEvent | None:
+        self._detector.update(value)
+        if self._detector.drift_detected and index - self._last >= self.min_gap:
+            self._last = index
+            self.n_drifts += 1
+            return DriftEvent(index=index, signal=self.signal, detector=self.detector, time=time)
+        return None

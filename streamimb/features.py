@@ -1,0 +1,49 @@
+"""Feature extraction: decoded event features -> the numeric dict that river models take.
+
+Numbers pass through; missing values are left out (river models treat an absent key as unknown, and a
+standardised linear model then sees the mean). Categories become one-hot indicators ``name=value``; each
+column keeps at most ``max_categories`` distinct values, later newcomers share ``name=__other__`` so that
+the feature space (and memory) stays bounded.
+
+>>> fx = FeatureExtractor(max_categories=2)
+>>> fx.transform_one({"amount": 12.0, "country": "FR", "mcc": None})
+{'amount': 12.0, 'country=FR': 1.0}
+>>> _ = fx.transform_one({"country": "DE"})
+>>> fx.transform_one({"country": "US"})
+{'country=__other__': 1.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streamimb.events import FeatureValue
+
+
+class FeatureExtractor:
+    """Stateless for numbers, bounded-state for categories. Picklable."""
+
+    def __init__(self, max_categories: int = 64) -> None:
+        self.max_categories = max_categories
+        self._seen: dict[str, set[str]] = {}
+
+    def transform_one(self, features: Mapping[str, FeatureValue]) -> dict[str, float]:
+        x: dict[str, float] = {}
+        for name, value in features.items():
+            if value is None:
+                continue
+            if isinstance(value, str):
+                x[self._category_key(name, value)] = 1.0
+            else:
+                x[name] = value
+        return x
+
+    def _category_key(self, name: str, value: str) -> str:
+        seen = self._seen.get(name)
+        if seen is None:
+            seen = self._seen[name] = set()
+        if value not in seen:
+            if len(seen) >= self.max_categories:
+                return f"{name}=__other__"
+            seen.add(value)
+        return f"{name}={value}"

@@ -1,0 +1,69 @@
+"""Explicit name -> factory tables that turn configuration into river models.
+
+Defaults are tuned for rare classes, not river's: a Hoeffding tree with ``delta=1e-7`` waits far too long
+to split when one class is 1% of the stream, so ours splits at ``delta=1e-3``.
+
+>>> model = build_classifier("hoeffding_tree")
+>>> type(model).__name__
+'HoeffdingTreeClassifier'
+>>> build_classifier("nope")
+Traceback (most recent call last):
+...
+ValueError: unknown classifier 'nope'; choose from ['arf', 'gaussian_nb', 'hoeffding_adaptive_tree', 'hoeffding_tree', 'logistic_regression']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from river import base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
+
+from streamimb.detectors.anomaly import DETECTORS, build_detector
+
+__all__ = ["CLASSIFIERS", "DETECTORS", "build_classifier", "build_detector"]
+
+
+def hoeffding_tree(grace_period: int = 100, delta: float = 1e-3, **params: Any) -> base.Classifier:
+    return tree.HoeffdingTreeClassifier(grace_period=grace_period, delta=delta, **params)
+
+
+def hoeffding_adaptive_tree(
+    grace_period: int = 100, delta: float = 1e-3, seed: int | None = 42, **params: Any
+) -> base.Classifier:
+    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=grace_period, delta=delta, seed=seed, **params)
+
+
+def logistic_regression(lr: float = 0.05, l2: float = 0.0, **params: Any) -> base.Classifier:
+    """Standardised logistic regression, one-vs-rest so that it takes any class labels (and many classes)."""
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2, **params)
+    return compose.Pipeline(preprocessing.StandardScaler(), multiclass.OneVsRestClassifier(model))
+
+
+def gaussian_nb() -> base.Classifier:
+    return naive_bayes.GaussianNB()
+
+
+def arf(n_models: int = 10, grace_period: int = 50, delta: float = 1e-3, seed: int | None = 42, **params: Any):
+    return forest.ARFClassifier(n_models=n_models, grace_period=grace_period, delta=delta, seed=seed, **params)
+
+
+CLASSIFIERS: dict[str, Callable[..., base.Classifier]] = {
+    "hoeffding_tree": hoeffding_tree,
+    "hoeffding_adaptive_tree": hoeffding_adaptive_tree,
+    "logistic_regression": logistic_regression,
+    "gaussian_nb": gaussian_nb,
+    "arf": arf,
+}
+
+
+def build_classifier(kind: str, **params: Any) -> base.Classifier:
+    """A fresh base classifier by registry name; unknown names and parameters raise ValueError."""
+    try:
+        factory = CLASSIFIERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown classifier {kind!r}; choose from {sorted(CLASSIFIERS)}") from None
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise ValueError(f"classifier {kind!r}: {exc}") from None

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+
+from streamimb.config import EventSchema
+from streamimb.decoding import REASONS, EventDecoder, infer_schema, parse_number, parse_time
+from streamimb.errors import DecodeError
+
+
+def reason_of(fn, *args):
+    with pytest.raises(DecodeError) as info:
+        fn(*args)
+    assert info.value.reason in REASONS
+    return info.value.reason
+
+
+def test_parse_number_accepts_numbers_and_missing():
+    assert parse_number("a", "1.5") == 1.5
+    assert parse_number("a", 3) == 3.0
+    assert parse_number("a", "") is None
+    assert parse_number("a", None) is None
+    assert parse_number("a", True) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("abc", "bad_number"), ("NaN", "non_finite"), ("inf", "non_finite"), (math.nan, "non_finite"),
+     (float("-inf"), "non_finite"), ([1], "bad_type"), ({"a": 1}, "bad_type"), (1e400, "non_finite")],
+)
+def test_parse_number_rejects_with_reason(value, reason):
+    assert reason_of(parse_number, "a", value) == reason
+
+
+def test_parse_time():
+    assert parse_time(12) == 12.0
+    assert parse_time("2020-01-01T00:00:00Z") == 1577836800.0
+    assert reason_of(parse_time, "yesterday") == "bad_time"
+
+
+def test_decoder_maps_id_time_key_label_and_label_map():
+    schema = EventSchema(id="tx", time="ts", key="card", label="y", label_map={"yes": "1", "no": "0"},
+                         classes=["0", "1"], categorical=["country"])
+    d = EventDecoder(schema, require_label=True)
+    e = d.decode({"tx": "t1", "ts": "5", "card": 42, "y": "yes", "amount": "9.5", "country": "FR"}, row=3)
+    assert (e.id, e.time, e.key, e.label) == ("t1", 5.0, "42", "1")
+    assert e.features == {"amount": 9.5, "country": "FR"}
+    assert reason_of(d.decode, {"tx": "t", "ts": 1, "y": "maybe", "amount": 1}) == "unknown_label"
+    assert reason_of(d.decode, {"tx": "t", "ts": 1, "y": "", "amount": 1}) == "missing_label"
+
+
+def test_float_labels_are_normalised():
+    d = EventDecoder(EventSchema(label="Class"))
+    assert d.decode({"Class": 1.0, "x": 1}).label == "1"
+
+
+def test_decode_json_errors():
+    d = EventDecoder(EventSchema())
+    assert reason_of(d.decode_json, b"{not json") == "malformed_json"
+    assert reason_of(d.decode_json, b"[1, 2]") == "not_an_object"
+    assert reason_of(d.decode_json, b"\xff\xfe") == "malformed_json"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert reason_of(d.decode_json, deep) in ("malformed_json", "not_an_object")
+    assert reason_of(d.decode_json, b'{"a": {"b": 1}}') == "bad_type"
+
+
+def test_unlabelled_events_are_fine_when_label_not_required():
+    d = EventDecoder(EventSchema(label="label"))
+    assert d.decode({"x": 1.0}).label is None
+
+
+def test_infer_schema_on_bank_like_rows():
+    rows = [{"age": "30", "job": "admin.", "duration": "100", "y": "no"} for _ in range(20)]
+    rows.append({"age": "40", "job": "services", "duration": "50", "y": "yes"})
+    s = infer_schema(rows, EventSchema(drop=["duration"]))
+    assert s.label == "y"
+    assert s.numeric == ["age"]
+    assert s.categorical == ["job"]
+    assert s.positive_class == "yes"
