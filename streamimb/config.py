@@ -41,7 +41,9 @@ class EventSchema(Section):
     label: str | None = Field(None, description="Column holding the label; absent for unlabelled streams.")
     key: str | None = Field(None, description="Column used as the partitioning key (e.g. card or account).")
     positive_class: str | None = Field(None, description="The rare class; inferred when absent.")
-    numeric: list[str] | None = Field(None, description="Numeric feature columns; all others numeric if unset.")
+    numeric: list[str] | None = Field(
+        None, description="Numeric feature columns; all others numeric if unset."
+    )
     categorical: list[str] | None = Field(None, description="Categorical feature columns.")
     drop: list[str] = Field(default_factory=list, description="Columns never used as features.")
     label_map: dict[str, str] = Field(default_factory=dict, description="Raw label value -> class name.")

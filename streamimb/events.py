@@ -20,7 +20,7 @@ FeatureValue = float | str | None
 
 @dataclass(slots=True)
 class Event:
-    """One decoded record: an id, an event time (epoch seconds or stream position), features, maybe a label."""
+    """One decoded record: an id, an event time (epoch seconds or position), features, maybe a label."""
 
     id: str
     time: float | None

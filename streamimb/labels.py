@@ -1,8 +1,8 @@
 """LabelJoiner: joins labels that arrive late (chargebacks, churn outcomes) to the predictions they judge.
 
 Pending predictions are kept by event id, bounded in number and age. Outcomes are counted: ``joined``,
-``expired`` (the prediction aged out, or was evicted to respect the size bound), ``unknown`` (no prediction with
-that id, e.g. after expiry) and ``duplicate`` (a second label for an already joined id).
+``expired`` (the prediction aged out, or was evicted to respect the size bound), ``unknown`` (no
+prediction with that id, e.g. after expiry) and ``duplicate`` (a second label for an already joined id).
 
 >>> joiner = LabelJoiner(ttl_seconds=100, max_pending=2)
 >>> joiner.add("a", "prediction-a", now=0)
@@ -29,7 +29,9 @@ OUTCOMES = ("joined", "expired", "unknown", "duplicate")
 class LabelJoiner(Generic[T]):
     """Pending predictions by id, evicted oldest-first by TTL (in the caller's clock) and by count."""
 
-    def __init__(self, ttl_seconds: float = 7 * 86400.0, max_pending: int = 1_000_000, remember: int = 100_000):
+    def __init__(
+        self, ttl_seconds: float = 7 * 86400.0, max_pending: int = 1_000_000, remember: int = 100_000
+    ):
         self.ttl_seconds = ttl_seconds
         self.max_pending = max_pending
         self.remember = remember

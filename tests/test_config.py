@@ -4,7 +4,11 @@ from streamimb.cli import main
 from streamimb.config import ServiceConfig, dump_config, load_config
 from streamimb.errors import ConfigError
 
-EXAMPLES = ["examples/bank_marketing/config.yaml", "examples/card_fraud/config.yaml", "examples/churn/config.yaml"]
+EXAMPLES = [
+    "examples/bank_marketing/config.yaml",
+    "examples/card_fraud/config.yaml",
+    "examples/churn/config.yaml",
+]
 
 
 def test_defaults_are_valid():

@@ -24,8 +24,16 @@ def test_parse_number_accepts_numbers_and_missing():
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("abc", "bad_number"), ("NaN", "non_finite"), ("inf", "non_finite"), (math.nan, "non_finite"),
-     (float("-inf"), "non_finite"), ([1], "bad_type"), ({"a": 1}, "bad_type"), (1e400, "non_finite")],
+    [
+        ("abc", "bad_number"),
+        ("NaN", "non_finite"),
+        ("inf", "non_finite"),
+        (math.nan, "non_finite"),
+        (float("-inf"), "non_finite"),
+        ([1], "bad_type"),
+        ({"a": 1}, "bad_type"),
+        (1e400, "non_finite"),
+    ],
 )
 def test_parse_number_rejects_with_reason(value, reason):
     assert reason_of(parse_number, "a", value) == reason
@@ -38,8 +46,15 @@ def test_parse_time():
 
 
 def test_decoder_maps_id_time_key_label_and_label_map():
-    schema = EventSchema(id="tx", time="ts", key="card", label="y", label_map={"yes": "1", "no": "0"},
-                         classes=["0", "1"], categorical=["country"])
+    schema = EventSchema(
+        id="tx",
+        time="ts",
+        key="card",
+        label="y",
+        label_map={"yes": "1", "no": "0"},
+        classes=["0", "1"],
+        categorical=["country"],
+    )
     d = EventDecoder(schema, require_label=True)
     e = d.decode({"tx": "t1", "ts": "5", "card": 42, "y": "yes", "amount": "9.5", "country": "FR"}, row=3)
     assert (e.id, e.time, e.key, e.label) == ("t1", 5.0, "42", "1")

@@ -18,7 +18,12 @@ def test_jsonl_bad_lines_and_oversized(tmp_path):
     lines = ['{"a": 1}', "{broken", "[1]", json.dumps({"a": "x" * 500}), ""]
     path.write_text("\n".join(lines))
     rows = list(read_records(path, max_record_bytes=200))
-    assert [r.error.reason if r.error else None for r in rows] == [None, "malformed_json", "not_an_object", "oversized"]
+    assert [r.error.reason if r.error else None for r in rows] == [
+        None,
+        "malformed_json",
+        "not_an_object",
+        "oversized",
+    ]
 
 
 def test_jsonl_sink_appends(tmp_path):

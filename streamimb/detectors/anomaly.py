@@ -9,10 +9,9 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
-
-import math
 
 from river import anomaly, base, compose, preprocessing
 

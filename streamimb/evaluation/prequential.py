@@ -6,7 +6,8 @@ on (replay), the per-event outcomes needed for exact overall and per-segment ROC
 >>> ev = PrequentialEvaluator(window=100)
 >>> for i in range(40):
 ...     y = "1" if i % 10 == 0 else "0"
-...     ev.update(i, y, y_pred="1" if i % 10 == 0 else "0", alert=(i % 10 == 0), proba={"1": 0.9 if y == "1" else 0.1})
+...     hit = y == "1"
+...     ev.update(i, y, y_pred=y, alert=hit, proba={"1": 0.9 if hit else 0.1})
 >>> r = ev.rolling("1")
 >>> r["recall"], r["precision"], r["roc_auc"]
 (1.0, 1.0, 1.0)

@@ -1,0 +1,229 @@
+"""`streamimb replay`: run a CSV or JSONL file through exactly the code the Kafka service runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import river
+
+from streamimb import __version__
+from streamimb.config import EventSchema, ServiceConfig
+from streamimb.decoding import LABEL_CANDIDATES, EventDecoder, infer_schema
+from streamimb.events import DeadLetter
+from streamimb.io.files import FileRecord, JsonlSink, read_records
+from streamimb.pipeline import BatchResult, InputRecord, Pipeline
+from streamimb.processor import Processor
+
+BATCH_SIZE = 500
+SAMPLE_ROWS = 5000
+MAX_DEAD_LETTERS_LISTED = 1000
+
+
+def resolve_schema(
+    schema: EventSchema, records: Callable[[], Iterable[FileRecord]], label: str | None
+) -> EventSchema:
+    """Complete a schema from the data: feature columns from a sample, the positive class from all labels."""
+    if label is not None:
+        schema = schema.model_copy(update={"label": label})
+    sample = [r.record for r in islice(records(), SAMPLE_ROWS) if r.record is not None]
+    if schema.numeric is None and schema.categorical is None:
+        schema = infer_schema(sample, schema, max_categories=schema.max_categories)
+    elif schema.label is None:
+        found = next((c for c in LABEL_CANDIDATES if sample and c in sample[0]), None)
+        schema = schema.model_copy(update={"label": found})
+    if schema.label is not None and schema.positive_class is None:
+        counts: Counter[str] = Counter()
+        for r in records():
+            if r.record is not None and r.record.get(schema.label) not in (None, ""):
+                value = str(r.record[schema.label]).strip()
+                counts[schema.label_map.get(value, value)] += 1
+        if len(counts) >= 2:
+            rarest = min(counts, key=lambda c: (counts[c], c))
+            schema = schema.model_copy(update={"positive_class": rarest})
+    return schema
+
+
+class ReplaySummary:
+    """Accumulates batch results into the report."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.alerts = 0
+        self.alerts_by_rule: Counter[str] = Counter()
+        self.dead_letters: list[DeadLetter] = []
+        self.dead_letter_reasons: Counter[str] = Counter()
+        self.n_dead = 0
+        self.latency_total = 0.0
+
+    def add(self, result: BatchResult) -> None:
+        self.events += len(result.events)
+        self.alerts += len(result.alerts)
+        self.alerts_by_rule.update(a.rule for a in result.alerts)
+        self.n_dead += len(result.dead_letters)
+        self.dead_letter_reasons.update(d.reason for d in result.dead_letters)
+        room = MAX_DEAD_LETTERS_LISTED - len(self.dead_letters)
+        self.dead_letters.extend(result.dead_letters[: max(room, 0)])
+        self.latency_total += sum(result.latencies)
+
+
+def replay(
+    path: str | Path | None,
+    config: ServiceConfig,
+    label: str | None = None,
+    alerts_path: str | Path | None = None,
+    records: Iterable[FileRecord] | None = None,
+    progress: bool = True,
+    on_batch: Callable[[Pipeline, BatchResult], None] | None = None,
+) -> dict[str, Any]:
+    """Replay a file (or ``records``) through a fresh Processor; returns the JSON-ready report."""
+    if records is None:
+        if path is None:
+            raise ValueError("replay needs a path or records")
+        src = config.source
+
+        def records_factory() -> Iterator[FileRecord]:
+            return read_records(path, src.format, src.delimiter, src.max_record_bytes)
+    else:
+        materialised = list(records)
+
+        def records_factory() -> Iterator[FileRecord]:
+            return iter(materialised)
+
+    schema = resolve_schema(config.event_schema, records_factory, label)
+    processor = Processor(
+        config.model,
+        positive=schema.positive_class,
+        classes=schema.classes,
+        max_categories=schema.max_categories,
+    )
+    decoder = EventDecoder(schema, require_label=schema.label is not None)
+    pipeline = Pipeline(processor, decoder, model_version=f"streamimb-{__version__}")
+    sink = JsonlSink(alerts_path) if alerts_path else None
+    source_name = Path(path).name if path is not None else "memory"
+    summary = ReplaySummary()
+    bar = _progress_bar(progress, path)
+    started = time.perf_counter()
+    try:
+        for batch in _batches(records_factory(), BATCH_SIZE):
+            inputs = [InputRecord(r.raw, r.record, r.error, source_name, 0, r.row) for r in batch]
+            result = pipeline.handle(inputs)
+            summary.add(result)
+            if sink is not None:
+                for alert in result.alerts:
+                    sink.send(alert.to_json())
+            if on_batch is not None:
+                on_batch(pipeline, result)
+            if bar is not None:
+                bar.update(len(batch))
+        if sink is not None:
+            sink.flush()
+    finally:
+        if sink is not None:
+            sink.close()
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    return build_report(processor, summary, schema, elapsed, source_name)
+
+
+def build_report(
+    processor: Processor, summary: ReplaySummary, schema: EventSchema, elapsed: float, source: str
+) -> dict[str, Any]:
+    evaluation = processor.report(n_events=processor.n_events)
+    consumed = summary.events + summary.n_dead
+    return {
+        "source": source,
+        "streamimb_version": __version__,
+        "river_version": river.__version__,
+        "events": summary.events,
+        "consumed": consumed,
+        "labelled": evaluation.pop("labelled"),
+        "alerts": summary.alerts,
+        "alerts_by_rule": dict(summary.alerts_by_rule),
+        "dead_letters": summary.n_dead,
+        "dead_letter_reasons": dict(summary.dead_letter_reasons),
+        "dead_letter_rows": [
+            {"row": d.row, "reason": d.reason, "detail": d.detail} for d in summary.dead_letters
+        ],
+        "drifts": [d.to_dict() for d in processor.drifts],
+        "elapsed_seconds": elapsed,
+        "throughput_eps": consumed / elapsed if elapsed > 0 else 0.0,
+        "schema": {
+            "label": schema.label,
+            "numeric": schema.numeric,
+            "categorical": schema.categorical,
+            "positive_class": schema.positive_class,
+        },
+        **evaluation,
+    }
+
+
+def _batches(records: Iterable[FileRecord], size: int) -> Iterator[list[FileRecord]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _progress_bar(enabled: bool, path: str | Path | None) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=f"replay {Path(path).name if path else ''}", unit=" events", file=sys.stderr)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A fixed-width summary table for the terminal."""
+    m = report.get("metrics", {})
+    lines = [
+        f"source            {report['source']}",
+        f"events            {report['events']:,} processed, {report['dead_letters']:,} dead letters "
+        f"({', '.join(f'{k} {v}' for k, v in report['dead_letter_reasons'].items()) or 'none'})",
+        f"labelled          {report['labelled']:,}  positive class {report.get('positive_class')!r}",
+        f"alerts            {report['alerts']:,}  {report['alerts_by_rule']}",
+        f"drifts            {len(report['drifts'])}  {dict(Counter(d['signal'] for d in report['drifts']))}",
+        f"throughput        {report['throughput_eps']:,.0f} events/s",
+        f"strategy          {report.get('strategy')} / threshold {report.get('threshold_policy')}",
+    ]
+    if m:
+        lines.append("")
+        lines.append(
+            f"{'metric':<18}{'overall':>9}  "
+            + " ".join(f"{'s' + str(s['segment']):>6}" for s in report["segments"])
+        )
+        for key in (
+            "prevalence",
+            "precision",
+            "recall",
+            "f1",
+            "kappa",
+            "gmean",
+            "balanced_accuracy",
+            "roc_auc",
+            "pr_auc",
+        ):
+            if key not in m:
+                continue
+            row = f"{key:<18}{_fmt(m.get(key)):>9}  "
+            row += " ".join(f"{_fmt(s.get(key)):>6}" for s in report["segments"])
+            lines.append(row)
+        cm = m.get("confusion_matrix")
+        if cm:
+            lines.append(
+                f"confusion matrix  [[tn {cm[0][0]}, fp {cm[0][1]}], [fn {cm[1][0]}, tp {cm[1][1]}]]"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
