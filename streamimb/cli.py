@@ -37,20 +37,50 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Replay river's Shuttle data (shipped with river: NASA shuttle sensors, 7% rare states)."""
-    from itertools import islice
+    from streamimb.demo import run_demo
+    from streamimb.logs import setup_logging
 
-    from river import datasets
-
-    from streamimb.io.memory import memory_records
-    from streamimb.replay import format_summary, replay
-
-    config = _load(args)
-    stream = islice(datasets.Shuttle(), args.max_events)
-    records = memory_records({**x, "label": y} for x, y in stream)
-    report = replay(None, config, records=records, alerts_path=args.alerts, progress=True)
-    print(format_summary(report))
+    setup_logging("text", "WARNING")
+    run_demo(duration=args.duration, rate=args.rate, metrics_port=args.metrics_port)
     return 0
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags of `streamimb run` as a config overlay (flags win over file and environment)."""
+    kafka = {
+        "bootstrap_servers": args.bootstrap_servers,
+        "events_topic": args.events_topic,
+        "labels_topic": args.labels_topic,
+        "alerts_topic": args.alerts_topic,
+        "dead_letter_topic": args.dead_letter_topic,
+        "group_id": args.group_id,
+    }
+    service = {"max_events": args.max_events, "idle_timeout": args.idle_timeout}
+    overrides: dict[str, Any] = {}
+    if any(v is not None for v in kafka.values()):
+        overrides["kafka"] = {k: v for k, v in kafka.items() if v is not None}
+    if any(v is not None for v in service.values()):
+        overrides["service"] = {k: v for k, v in service.items() if v is not None}
+    if args.metrics_address is not None:
+        overrides["metrics"] = {"address": args.metrics_address}
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamimb.logs import setup_logging
+    from streamimb.service.app import run_service
+
+    config = _load(args, run_overrides(args))
+    setup_logging(config.logging.format, config.logging.level)
+    summary = run_service(config)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamimb.service.broker import serve
+
+    return serve(port=args.port, topics=args.topics or (), partitions=args.partitions)
 
 
 def _json_default(value: Any) -> Any:
@@ -76,10 +106,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="replay a stream that ships with river, with alerts and a report")
+    p = sub.add_parser(
+        "run",
+        help="consume events from Kafka, publish alerts, learn from labels",
+        description="Consume an events topic as a consumer group, score every event, publish alerts and "
+        "dead letters, learn from labels (in the event or on a labels topic), commit offsets after the "
+        "batch's outputs are delivered. Flags override the config file and STREAMIMB_ variables. "
+        "Without a config, JSON events with numeric fields and an optional 'label' field work.",
+    )
     p.add_argument("--config", help="YAML or TOML config file")
-    p.add_argument("--max-events", type=int, default=None, help="stop after this many events")
-    p.add_argument("--alerts", default=None, help="append alerts as JSON lines here")
+    p.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers, comma-separated"
+    )
+    p.add_argument("--events-topic", metavar="T", help="topic to consume events from (default: events)")
+    p.add_argument("--labels-topic", metavar="T", help="topic of late labels {id, label} (default: none)")
+    p.add_argument("--alerts-topic", metavar="T", help="topic alerts are published to (default: alerts)")
+    p.add_argument("--dead-letter-topic", metavar="T", help="topic for bad records (default: dead-letters)")
+    p.add_argument("--group-id", metavar="G", help="consumer group (default: streamimb)")
+    p.add_argument("--metrics-address", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz here")
+    p.add_argument(
+        "--max-events", type=int, metavar="N", help="stop after N event records (after committing)"
+    )
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after SECONDS without records")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (for demos and tests)")
+    p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (0: any free port)")
+    p.add_argument("--topics", metavar="T1,T2,...", help="topics to create")
+    p.add_argument("--partitions", type=int, default=1, help="partitions per created topic")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser(
+        "demo", help="embedded broker + card-transaction producer + the service, with live status"
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60; Ctrl-C stops)")
+    p.add_argument("--rate", type=float, default=1500.0, help="transactions per second to produce")
+    p.add_argument("--metrics-port", type=int, default=9108, help="port for /metrics (a free one if taken)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("validate-config", help="print the resolved config (secrets masked) or its errors")

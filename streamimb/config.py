@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamimb.errors import ConfigError
+from streamimb.io.kafka import KafkaConfig
 
 # Command-line flags: applied over the environment, which is applied over the file.
 _FLAG_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("_FLAG_OVERRIDES", default=None)
@@ -97,6 +98,7 @@ class DriftConfig(Section):
     detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
     params: dict[str, Any] = Field(default_factory=dict)
     on_score: bool = True
+    score_block: int = Field(250, ge=1, description="The score monitor sees means of blocks of this size.")
     on_error: bool = True
     features: list[str] = Field(default_factory=list)
     min_gap: int = Field(500, ge=0, description="Events between two reports of the same signal.")
@@ -147,6 +149,32 @@ class FileSinkConfig(Section):
     path: str | None = Field(None, description="JSONL file for alerts.")
 
 
+class LabelsConfig(Section):
+    """Late labels on a labels topic: JSON ``{"id": <event id>, "label": <class>}`` (``event_id`` works too)."""
+
+    ttl_seconds: float = Field(7 * 86400.0, gt=0, description="Pending predictions older than this expire.")
+    clock: Literal["event", "wall"] = Field(
+        "wall", description="'event': TTL in event time (the newest event time seen), 'wall': wall clock."
+    )
+    max_pending: int = Field(1_000_000, ge=1, description="Pending predictions kept at most.")
+
+
+class MetricsConfig(Section):
+    address: str | None = Field(
+        None, description="HOST:PORT for /metrics, /healthz, /readyz; off when unset."
+    )
+
+
+class ServiceLoopConfig(Section):
+    """How `streamimb run` stops by itself and how it reports."""
+
+    max_events: int | None = Field(None, ge=1, description="Stop after this many event records.")
+    idle_timeout: float | None = Field(
+        None, gt=0, description="Stop after this many seconds without records."
+    )
+    status_interval: float = Field(10.0, gt=0, description="Seconds between status log lines.")
+
+
 class LoggingConfig(Section):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -167,6 +195,10 @@ class ServiceConfig(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     source: FileSourceConfig = Field(default_factory=FileSourceConfig)
     alerts_file: FileSinkConfig = Field(default_factory=FileSinkConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    service: ServiceLoopConfig = Field(default_factory=ServiceLoopConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

@@ -1,19 +1,27 @@
 """LabelJoiner: joins labels that arrive late (chargebacks, churn outcomes) to the predictions they judge.
 
-Pending predictions are kept by event id, bounded in number and age. Outcomes are counted: ``joined``,
-``expired`` (the prediction aged out, or was evicted to respect the size bound), ``unknown`` (no
-prediction with that id, e.g. after expiry) and ``duplicate`` (a second label for an already joined id).
+A symmetric join with a time-to-live on both sides. Predictions wait for their label; a label that arrives
+before its event was scored (a consumer catching up on both topics reads them in any order) waits for its
+prediction. Both sides are bounded in number and age. Outcomes are counted:
+
+- ``joined``: a label met its prediction;
+- ``expired``: a prediction aged out (or was evicted by the size bound) without a label;
+- ``unknown``: a label aged out without ever meeting a prediction (unknown id, or its prediction expired);
+- ``duplicate``: a second label for an id that was already joined.
 
 >>> joiner = LabelJoiner(ttl_seconds=100, max_pending=2)
 >>> joiner.add("a", "prediction-a", now=0)
->>> joiner.add("b", "prediction-b", now=1)
->>> joiner.match("a", now=5)
+>>> joiner.match("a", "fraud", now=5)
 'prediction-a'
->>> joiner.match("a", now=6) is None, joiner.counts["duplicate"]
+>>> joiner.match("a", "fraud", now=6) is None, joiner.counts["duplicate"]
 (True, 1)
->>> joiner.add("c", "prediction-c", now=200)   # "b" is older than the TTL
->>> joiner.counts["expired"], joiner.match("b", now=201), joiner.counts["unknown"]
-(1, None, 1)
+>>> joiner.match("b", "ok", now=7)          # the label is early: it waits for its event
+>>> joiner.add("b", "prediction-b", now=8)   # and is returned when the event is scored
+'ok'
+>>> joiner.add("c", "prediction-c", now=9)
+>>> joiner.expire(now=500)
+>>> joiner.counts
+{'joined': 2, 'expired': 1, 'unknown': 0, 'duplicate': 1}
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ OUTCOMES = ("joined", "expired", "unknown", "duplicate")
 
 
 class LabelJoiner(Generic[T]):
-    """Pending predictions by id, evicted oldest-first by TTL (in the caller's clock) and by count."""
+    """Pending predictions and early labels by id, evicted oldest-first by TTL (caller's clock) and size."""
 
     def __init__(
         self, ttl_seconds: float = 7 * 86400.0, max_pending: int = 1_000_000, remember: int = 100_000
@@ -36,41 +44,70 @@ class LabelJoiner(Generic[T]):
         self.max_pending = max_pending
         self.remember = remember
         self._pending: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self._early: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._joined: OrderedDict[str, None] = OrderedDict()
         self.counts = dict.fromkeys(OUTCOMES, 0)
 
     def __len__(self) -> int:
+        """Predictions waiting for their label."""
         return len(self._pending)
 
-    def add(self, event_id: str, prediction: T, now: float) -> None:
+    @property
+    def early_labels(self) -> int:
+        """Labels waiting for their prediction."""
+        return len(self._early)
+
+    def add(self, event_id: str, prediction: T, now: float) -> str | None:
+        """Keep a prediction until its label arrives; returns the label at once if it came early."""
+        self.expire(now)
+        early = self._early.pop(event_id, None)
+        if early is not None:
+            self._mark_joined(event_id)
+            return early[1]
         self._pending[event_id] = (now, prediction)
         self._pending.move_to_end(event_id)
-        self.expire(now)
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
             self.counts["expired"] += 1
+        return None
 
-    def expire(self, now: float) -> list[T]:
-        """Drop predictions older than the TTL; returns them (for callers that want to log them)."""
-        dropped = []
-        while self._pending:
-            event_id, (added, prediction) = next(iter(self._pending.items()))
-            if now - added <= self.ttl_seconds:
-                break
-            del self._pending[event_id]
-            dropped.append(prediction)
-        self.counts["expired"] += len(dropped)
-        return dropped
-
-    def match(self, event_id: str, now: float) -> T | None:
-        """The pending prediction for this id, removed from the pending set; None if unknown/duplicate."""
+    def match(self, event_id: str, label: str, now: float) -> T | None:
+        """The pending prediction for this id (removed); None if the label must wait or is a duplicate."""
         self.expire(now)
         entry = self._pending.pop(event_id, None)
-        if entry is None:
-            self.counts["duplicate" if event_id in self._joined else "unknown"] += 1
+        if entry is not None:
+            self._mark_joined(event_id)
+            return entry[1]
+        if event_id in self._joined:
+            self.counts["duplicate"] += 1
             return None
+        if event_id not in self._early:
+            self._early[event_id] = (now, label)
+            while len(self._early) > self.max_pending:
+                self._early.popitem(last=False)
+                self.counts["unknown"] += 1
+        else:
+            self.counts["duplicate"] += 1
+        return None
+
+    def expire(self, now: float) -> None:
+        """Drop predictions and early labels older than the TTL."""
+        self.counts["expired"] += _drop_older(self._pending, now - self.ttl_seconds)
+        self.counts["unknown"] += _drop_older(self._early, now - self.ttl_seconds)
+
+    def _mark_joined(self, event_id: str) -> None:
         self.counts["joined"] += 1
         self._joined[event_id] = None
         if len(self._joined) > self.remember:
             self._joined.popitem(last=False)
-        return entry[1]
+
+
+def _drop_older(entries: OrderedDict, cutoff: float) -> int:
+    dropped = 0
+    while entries:
+        added = next(iter(entries.values()))[0]
+        if added >= cutoff:
+            break
+        entries.popitem(last=False)
+        dropped += 1
+    return dropped

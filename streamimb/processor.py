@@ -92,7 +92,9 @@ class Processor:
         )
         drift = config.drift
         self.score_monitor = (
-            DriftMonitor("score", drift.detector, drift.min_gap, **drift.params) if drift.on_score else None
+            DriftMonitor("score", drift.detector, drift.min_gap, drift.score_block, **drift.params)
+            if drift.on_score
+            else None
         )
         self.error_monitor = (
             DriftMonitor("error", drift.detector, drift.min_gap, **drift.params) if drift.on_error else None

@@ -1,0 +1,1 @@
+"""Synthetic streams for the demo and examples (no data files needed)."""
