@@ -242,9 +242,7 @@ class ServiceRunner:
                 if event.time is not None:
                     self._newest_event_time = max(self._newest_event_time or event.time, event.time)
                 if event.label is None and self.kafka.labels_topic:
-                    early = self._joined_label(
-                        outcome, lambda: self.joiner.add(event.id, (partition, verdict), self._now())
-                    )
+                    early = self._joined_label(outcome, self.joiner.add, event.id, (partition, verdict))
                     if early is not None:
                         outcome.drifts += pipeline.processor.learn_one(verdict, early)
         outcome.label_records = len(label_records)
@@ -258,16 +256,16 @@ class ServiceRunner:
         except DecodeError as exc:
             outcome.dead_letters.append(_dead_letter(record, exc))
             return
-        match = self._joined_label(outcome, lambda: self.joiner.match(event_id, label, self._now()))
+        match = self._joined_label(outcome, self.joiner.match, event_id, label)
         if match is None:
             return
         partition, verdict = match
         outcome.drifts += self.pipeline(partition).processor.learn_one(verdict, label)
 
-    def _joined_label(self, outcome: BatchOutcome, step: Callable[[], Any]) -> Any:
-        """Run one joiner step and add the outcome counts it caused to the batch's."""
+    def _joined_label(self, outcome: BatchOutcome, step: Callable[..., Any], *args: Any) -> Any:
+        """Run one joiner step (``add`` or ``match``) and add the outcome counts it caused to the batch's."""
         before = dict(self.joiner.counts)
-        result = step()
+        result = step(*args, now=self._now())
         for k, v in self.joiner.counts.items():
             if v != before[k]:
                 outcome.labels[k] += v - before[k]
