@@ -1,0 +1,600 @@
+"""Prometheus instruments, a scrape-time collector of model state, and the /metrics, /healthz, /readyz server.
+
+The runner calls :class:`Telemetry` once per poll batch (never per event); the model's state (prevalence
+estimates, thresholds, rolling metrics) is read from registered *state sources* only when Prometheus scrapes.
+Everything lives on the registry passed in, never on prometheus_client's global one.
+
+>>> from prometheus_client import CollectorRegistry, generate_latest
+>>> t = Telemetry(CollectorRegistry(), clock=lambda: 1000.0)
+>>> t.record_batch(consumed=3, processed=2, latencies_seconds=[2e-5, 3e-5], dead_letters={"bad_json": 1},
+...                alerts={("hst", "1"): 1}, labels={"joined": 2})
+>>> t.set_checkpoint(0, 990.0)
+>>> t.add_state_source(lambda: {0: ProcessorStats(learned_events=2, prevalence_estimate={"1": 0.01})})
+>>> text = generate_latest(t.registry).decode()
+>>> 'streamimb_events_processed_total 2.0' in text
+True
+>>> 'streamimb_checkpoint_age_seconds{partition="0"} 10.0' in text
+True
+>>> 'streamimb_prevalence_estimate{class="1"} 0.01' in text
+True
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import logging
+import math
+import platform
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+
+__all__ = [
+    "LABEL_OUTCOMES",
+    "LATENCY_BUCKETS",
+    "ROLLING_METRICS",
+    "MetricsServer",
+    "ProcessorStats",
+    "Telemetry",
+]
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds (seconds) of the latency histogram: per-event latencies (~5 us .. 50 ms) and whole batches.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+#: The rolling metrics exported per class, as ``<namespace>_rolling_<metric>{class}``.
+ROLLING_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "kappa", "gmean", "roc_auc")
+
+#: Outcomes of a label arriving at the LabelJoiner; pre-bound so that rate() sees them from zero.
+LABEL_OUTCOMES: tuple[str, ...] = ("joined", "expired", "unknown", "duplicate")
+
+OVERFLOW_LABEL = "other"
+
+
+@dataclass
+class ProcessorStats:
+    """A snapshot of one partition's model state, produced by the Processor and read at scrape time.
+
+    ``rolling`` maps a metric name from :data:`ROLLING_METRICS` to ``{class: value}``; undefined values
+    are NaN.
+    """
+
+    learned_events: int = 0
+    prevalence_estimate: dict[str, float] = field(default_factory=dict)
+    observed_prevalence: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    rolling: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+StateSource = Callable[[], Mapping[int, ProcessorStats]]
+
+
+class _BoundedChildren:
+    """Pre-bound label children of one metric, with a cap on distinct label values (extra ones -> 'other')."""
+
+    def __init__(self, metric: Counter | Gauge, limit: int) -> None:
+        self._metric = metric
+        self._limit = limit
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is not None:
+            return child
+        with self._lock:
+            child = self._children.get(values)
+            if child is None:
+                if len(self._children) >= self._limit:
+                    values = tuple(OVERFLOW_LABEL for _ in values)
+                    child = self._children.get(values)
+                if child is None:
+                    child = self._metric.labels(*values)
+                    self._children[values] = child
+        return child
+
+    def remove(self, *values: str) -> None:
+        with self._lock:
+            if self._children.pop(values, None) is not None:
+                self._metric.remove(*values)
+
+
+class _BatchHistogram:
+    """A histogram updated a batch at a time under one lock; exported by :class:`_ScrapeCollector`."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self._counts = [0] * (len(self.bounds) + 1)  # last slot: above the largest bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts = self.bounds, [0] * (len(self.bounds) + 1)
+        total = 0.0
+        for v in values:
+            if v != v:  # NaN: Prometheus histograms cannot place it; drop it
+                continue
+            counts[bisect.bisect_left(bounds, v)] += 1
+            total += v
+        with self._lock:
+            for i, c in enumerate(counts):
+                if c:
+                    self._counts[i] += c
+            self._sum += total
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, c in zip((*self.bounds, math.inf), counts, strict=True):
+            cumulative += c
+            buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), float(cumulative)))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
+
+
+def _number(value: object) -> float:
+    """A gauge value: floats and ints as they are, anything else (None, text) as NaN."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _weighted_means(per_partition: list[tuple[float, Mapping[str, float]]]) -> dict[str, float]:
+    """Average each key over partitions, weighted by learned events (equal weights when all are zero).
+
+    NaN (and None) entries are skipped; a key with only such entries is NaN.
+
+    >>> _weighted_means([(3.0, {"a": 1.0}), (1.0, {"a": 5.0, "b": None})])
+    {'a': 2.0, 'b': nan}
+    """
+    if len(per_partition) == 1:  # the common case, exact
+        return {str(k): _number(v) for k, v in per_partition[0][1].items()}
+    use_weights = any(w > 0 for w, _ in per_partition)
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for w, values in per_partition:
+        weight = w if use_weights else 1.0
+        for key, raw in values.items():
+            key, value = str(key), _number(raw)
+            sums.setdefault(key, 0.0)
+            weights.setdefault(key, 0.0)
+            if value == value and weight > 0:
+                sums[key] += weight * value
+                weights[key] += weight
+    return {k: (sums[k] / weights[k] if weights[k] > 0 else math.nan) for k in sums}
+
+
+def _version(dist: str) -> str:
+    try:
+        return _dist_version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Telemetry:
+    """All of streamimb's Prometheus instruments on one registry.
+
+    Parameters
+    ----------
+    registry
+        Where the instruments live; a fresh private registry when None (never the global one).
+    namespace
+        Prefix of every metric name.
+    classes, detectors, drift_signals, dead_letter_reasons
+        Label values known up front: their counters are created at zero so that ``rate()`` and
+        ``increase()`` see the first event.
+    max_label_values
+        Cap on distinct label values per metric; further values are counted under ``other``.
+    clock
+        Wall clock (epoch seconds) used for checkpoint ages.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "streamimb",
+        *,
+        classes: Sequence[str] = (),
+        detectors: Sequence[str] = (),
+        drift_signals: Sequence[str] = (),
+        dead_letter_reasons: Sequence[str] = (),
+        max_label_values: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.namespace = namespace
+        self._clock = clock
+        ns, reg = namespace, self.registry
+
+        self._consumed = Counter(
+            "events_consumed", "Records read from the source.", namespace=ns, registry=reg
+        )
+        self._processed = Counter(
+            "events_processed", "Events scored by the processor.", namespace=ns, registry=reg
+        )
+        dead = Counter(
+            "dead_letters",
+            "Records sent to the dead-letter sink, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        alerts = Counter(
+            "alerts",
+            "Alerts raised, by detector and class.",
+            ["detector", "class"],
+            namespace=ns,
+            registry=reg,
+        )
+        drifts = Counter("drifts", "Drifts detected, by signal.", ["signal"], namespace=ns, registry=reg)
+        labels = Counter(
+            "labels", "Labels received, by join outcome.", ["outcome"], namespace=ns, registry=reg
+        )
+        lag_records = Gauge(
+            "consumer_lag_records",
+            "Records behind the end of the partition.",
+            ["partition"],
+            namespace=ns,
+            registry=reg,
+        )
+        lag_seconds = Gauge(
+            "consumer_lag_seconds",
+            "Age of the last consumed record.",
+            ["partition"],
+            namespace=ns,
+            registry=reg,
+        )
+        self._ready = Gauge(
+            "ready", "1 when the service is ready to process events.", namespace=ns, registry=reg
+        )
+        build = Gauge(
+            "build_info",
+            "Build information; the value is always 1.",
+            ["version", "river_version", "python_version"],
+            namespace=ns,
+            registry=reg,
+        )
+        from streamimb import __version__
+
+        build.labels(__version__, _version("river"), platform.python_version()).set(1)
+
+        self._dead = _BoundedChildren(dead, max_label_values)
+        self._alerts = _BoundedChildren(alerts, max_label_values)
+        self._drifts = _BoundedChildren(drifts, max_label_values)
+        self._labels = _BoundedChildren(labels, max_label_values)
+        self._lag_records = _BoundedChildren(lag_records, max_label_values)
+        self._lag_seconds = _BoundedChildren(lag_seconds, max_label_values)
+        for reason in dead_letter_reasons:
+            self._dead.get(reason)
+        for detector in detectors:
+            for cls in classes:
+                self._alerts.get(detector, cls)
+        for signal in drift_signals:
+            self._drifts.get(signal)
+        for outcome in LABEL_OUTCOMES:
+            self._labels.get(outcome)
+
+        self._latency = _BatchHistogram(LATENCY_BUCKETS)
+        self._checkpoints: dict[int, float] = {}
+        self._sources: list[StateSource] = []
+        self._last_state: dict[int, dict[int, ProcessorStats]] = {}
+        self._state_lock = threading.Lock()
+        self._last_beat: float | None = None
+        self._is_ready = False
+        self._ready.set(0)
+        reg.register(_ScrapeCollector(self))
+
+    # -- called by the runner, once per batch ----------------------------------------------------------------
+    def record_batch(
+        self,
+        consumed: int,
+        processed: int,
+        latencies_seconds: Sequence[float] = (),
+        dead_letters: Mapping[str, int] | None = None,
+        alerts: Mapping[tuple[str, str], int] | None = None,
+        drifts: Mapping[str, int] | None = None,
+        labels: Mapping[str, int] | None = None,
+    ) -> None:
+        """Count one poll batch: records consumed, events processed, their latencies and outcomes.
+
+        ``latencies_seconds`` are per-event processing latencies (or one batch latency); ``labels`` maps a
+        join outcome (joined/expired/unknown/duplicate) to a count. Also counts as a liveness heartbeat.
+        """
+        if consumed:
+            self._consumed.inc(consumed)
+        if processed:
+            self._processed.inc(processed)
+        if len(latencies_seconds):  # a list or a numpy array
+            self._latency.observe_many(latencies_seconds)
+        for reason, n in (dead_letters or {}).items():
+            if n:
+                self._dead.get(reason).inc(n)
+        for (detector, cls), n in (alerts or {}).items():
+            if n:
+                self._alerts.get(detector, cls).inc(n)
+        for signal, n in (drifts or {}).items():
+            if n:
+                self._drifts.get(signal).inc(n)
+        for outcome, n in (labels or {}).items():
+            if n:
+                self._labels.get(outcome).inc(n)
+        self.heartbeat()
+
+    def set_lag(self, partition: int, records: int, seconds: float) -> None:
+        """Consumer lag of one partition, in records behind the end and in seconds behind now."""
+        p = str(partition)
+        self._lag_records.get(p).set(records)
+        self._lag_seconds.get(p).set(seconds)
+
+    def set_checkpoint(self, partition: int, unix_time: float) -> None:
+        """When the last checkpoint covering ``partition`` was written; its age is computed at scrape time."""
+        with self._state_lock:
+            self._checkpoints[partition] = float(unix_time)
+
+    def remove_partition(self, partition: int) -> None:
+        """Forget a revoked partition's lag and checkpoint series."""
+        p = str(partition)
+        self._lag_records.remove(p)
+        self._lag_seconds.remove(p)
+        with self._state_lock:
+            self._checkpoints.pop(partition, None)
+
+    def set_ready(self, ready: bool) -> None:
+        """Readiness: /readyz answers 200 and ``streamimb_ready`` is 1 while True.
+
+        The loop calls it after every poll, so it also counts as a liveness heartbeat.
+        """
+        self._is_ready = bool(ready)
+        self._ready.set(1 if ready else 0)
+        self.heartbeat()
+
+    @property
+    def ready(self) -> bool:
+        return self._is_ready
+
+    def heartbeat(self) -> None:
+        """Mark the processing loop alive; call once per loop iteration, even when a poll returns nothing
+        (``record_batch`` and ``set_ready`` do it too)."""
+        self._last_beat = time.monotonic()
+
+    def alive(self, timeout_seconds: float) -> bool:
+        """False once heartbeats have started and the last one is older than ``timeout_seconds``."""
+        last = self._last_beat
+        return last is None or time.monotonic() - last <= timeout_seconds
+
+    def add_state_source(self, fn: StateSource) -> None:
+        """Register ``fn() -> {partition: ProcessorStats}``, called from the HTTP thread at each scrape.
+
+        It must be cheap and safe to call concurrently with processing. If it raises, the scrape uses its
+        previous result and logs the error.
+        """
+        with self._state_lock:
+            self._sources.append(fn)
+
+    # -- read at scrape time ---------------------------------------------------------------------------------
+    def _read_state(self) -> dict[int, ProcessorStats]:
+        with self._state_lock:
+            sources = list(enumerate(self._sources))
+        merged: dict[int, ProcessorStats] = {}
+        for i, fn in sources:
+            try:
+                result = {int(p): s for p, s in fn().items()}
+            except Exception:
+                log.exception("telemetry state source %r failed; using its previous result", fn)
+                result = self._last_state.get(i, {})
+            self._last_state[i] = result
+            merged.update(result)
+        return merged
+
+    def _state_families(self) -> Iterator[Metric]:
+        ns = self.namespace
+        state = self._read_state()
+        parts = sorted(state.items())
+        learned = GaugeMetricFamily(
+            f"{ns}_learned_events", "Labelled events the model has learned from.", labels=["partition"]
+        )
+        for p, s in parts:
+            learned.add_metric([str(p)], _number(s.learned_events))
+        yield learned
+
+        weights = [w if (w := _number(s.learned_events)) == w else 0.0 for _, s in parts]
+
+        def by_key(name: str, doc: str, label: str, getter: Callable[[ProcessorStats], Mapping[str, float]]):
+            fam = GaugeMetricFamily(f"{ns}_{name}", doc, labels=[label])
+            values = _weighted_means([(w, getter(s)) for w, (_, s) in zip(weights, parts, strict=True)])
+            for key in sorted(values):
+                fam.add_metric([str(key)], values[key])
+            return fam
+
+        yield by_key(
+            "prevalence_estimate",
+            "Estimated class prevalence (decayed prior tracker).",
+            "class",
+            lambda s: s.prevalence_estimate,
+        )
+        yield by_key(
+            "observed_prevalence",
+            "Class prevalence among recently labelled events.",
+            "class",
+            lambda s: s.observed_prevalence,
+        )
+        yield by_key(
+            "decision_threshold",
+            "Current decision threshold per detector.",
+            "detector",
+            lambda s: s.thresholds,
+        )
+        for metric in ROLLING_METRICS:
+            yield by_key(
+                f"rolling_{metric}",
+                f"Rolling prequential {metric.replace('_', ' ')} per class.",
+                "class",
+                lambda s, m=metric: s.rolling.get(m, {}),
+            )
+
+        ages = GaugeMetricFamily(
+            f"{ns}_checkpoint_age_seconds", "Seconds since the last checkpoint.", labels=["partition"]
+        )
+        with self._state_lock:
+            checkpoints = sorted(self._checkpoints.items())
+        now = self._clock()
+        for p, t in checkpoints:
+            ages.add_metric([str(p)], max(0.0, now - t))
+        yield ages
+
+    def _families(self) -> Iterator[Metric]:
+        yield self._latency.family(
+            f"{self.namespace}_processing_latency_seconds", "Processing latency per event (or per batch)."
+        )
+        try:
+            yield from self._state_families()
+        except Exception:  # a broken state snapshot must not break /metrics
+            log.exception("telemetry: cannot export model state")
+
+
+class _ScrapeCollector:
+    """Exports the batch histogram, the model state and checkpoint ages of one Telemetry at scrape time."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def describe(self) -> list[Metric]:
+        ns = self._telemetry.namespace
+        names = [
+            "learned_events",
+            "prevalence_estimate",
+            "observed_prevalence",
+            "decision_threshold",
+            "checkpoint_age_seconds",
+            *(f"rolling_{m}" for m in ROLLING_METRICS),
+        ]
+        out: list[Metric] = [GaugeMetricFamily(f"{ns}_{n}", "") for n in names]
+        out.append(HistogramMetricFamily(f"{ns}_processing_latency_seconds", ""))
+        return out
+
+    def collect(self) -> Iterator[Metric]:
+        return self._telemetry._families()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        srv = self.server
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            body = encoder(srv.telemetry.registry)
+            headers = {"Content-Type": content_type}
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+            self._reply(200, body, headers)
+        elif path == "/healthz":
+            ok = srv.telemetry.alive(srv.liveness_timeout)
+            self._reply(200 if ok else 503, b"ok\n" if ok else b"processing loop stalled\n")
+        elif path == "/readyz":
+            ok = srv.telemetry.ready
+            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+        else:
+            self._reply(404, b"not found\n")
+
+    def _reply(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {"Content-Type": "text/plain; charset=utf-8"}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics server: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    telemetry: Telemetry
+    liveness_timeout: float
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) -> (host, port).
+
+    >>> _split_address("127.0.0.1:0"), _split_address("[::1]:9464")
+    (('127.0.0.1', 0), ('::1', 9464))
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"metrics address must be HOST:PORT, got {address!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class MetricsServer:
+    """A threaded HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``; 404 elsewhere.
+
+    ``address`` is ``"HOST:PORT"``; port 0 binds a free port, read back from :attr:`address` after
+    :meth:`start`. ``/healthz`` answers 503 once the runner's heartbeats are older than ``liveness_timeout``.
+    """
+
+    def __init__(self, address: str, telemetry: Telemetry, *, liveness_timeout: float = 60.0) -> None:
+        self._host, self._port = _split_address(address)
+        self.telemetry = telemetry
+        self.liveness_timeout = liveness_timeout
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        """The bound ``HOST:PORT`` (the real port once started)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    def start(self) -> MetricsServer:
+        if self._server is not None:
+            return self
+        server_cls = type("_BoundServer", (_Server,), {})
+        if ":" in self._host:
+            server_cls.address_family = socket.AF_INET6
+        server = server_cls((self._host, self._port), _Handler)
+        server.telemetry = self.telemetry
+        server.liveness_timeout = self.liveness_timeout
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="streamimb-metrics", daemon=True
+        )
+        self._thread.start()
+        log.info("metrics server listening on http://%s", self.address)
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
