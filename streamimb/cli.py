@@ -72,9 +72,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args, run_overrides(args))
     setup_logging(config.logging.format, config.logging.level)
-    summary = run_service(config)
+    summary = _run_watch(config) if config.source.kind == "prometheus" else run_service(config)
     print(json.dumps(summary))
     return 0
+
+
+def _run_watch(config: ServiceConfig) -> dict[str, Any]:
+    import signal
+    import threading
+
+    from streamimb.service.watch import run_watch
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    return run_watch(config, stop)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -112,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Consume an events topic as a consumer group, score every event, publish alerts and "
         "dead letters, learn from labels (in the event or on a labels topic), commit offsets after the "
         "batch's outputs are delivered. Flags override the config file and STREAMIMB_ variables. "
-        "Without a config, JSON events with numeric fields and an optional 'label' field work.",
+        "Without a config, JSON events with numeric fields and an optional 'label' field work. "
+        "With source.kind: prometheus in the config it polls PromQL queries instead and scores each series.",
     )
     p.add_argument("--config", help="YAML or TOML config file")
     p.add_argument(

@@ -15,14 +15,15 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamimb.errors import ConfigError
 from streamimb.io.kafka import KafkaConfig
+from streamimb.io.prometheus import AlertmanagerConfig, PrometheusSourceConfig
 
 # Command-line flags: applied over the environment, which is applied over the file.
 _FLAG_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("_FLAG_OVERRIDES", default=None)
@@ -145,12 +146,23 @@ class FileSourceConfig(Section):
     max_record_bytes: int = Field(1_000_000, ge=64)
 
 
+def _source_kind(value: Any) -> str:
+    kind = value.get("kind", "file") if isinstance(value, dict) else getattr(value, "kind", "file")
+    return kind if kind in ("file", "prometheus") else "file"
+
+
+SourceConfig = Annotated[
+    Annotated[FileSourceConfig, Tag("file")] | Annotated[PrometheusSourceConfig, Tag("prometheus")],
+    Discriminator(_source_kind),
+]
+
+
 class FileSinkConfig(Section):
     path: str | None = Field(None, description="JSONL file for alerts.")
 
 
 class LabelsConfig(Section):
-    """Late labels on a labels topic: JSON ``{"id": <event id>, "label": <class>}`` (``event_id`` works too)."""
+    """Late labels on a labels topic: JSON ``{"id": <event id>, "label": <class>}`` (or ``event_id``)."""
 
     ttl_seconds: float = Field(7 * 86400.0, gt=0, description="Pending predictions older than this expire.")
     clock: Literal["event", "wall"] = Field(
@@ -175,6 +187,15 @@ class ServiceLoopConfig(Section):
     status_interval: float = Field(10.0, gt=0, description="Seconds between status log lines.")
 
 
+class SeriesConfig(Section):
+    """Anomaly detection on metric series read from Prometheus (``source.kind: prometheus``)."""
+
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Alert at this score; 0.5 is every series' alarm level."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="SeriesAnomalyDetector parameters.")
+
+
 class LoggingConfig(Section):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -193,12 +214,14 @@ class ServiceConfig(BaseSettings):
 
     event_schema: EventSchema = Field(default_factory=EventSchema, alias="schema")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    source: FileSourceConfig = Field(default_factory=FileSourceConfig)
+    source: SourceConfig = Field(default_factory=FileSourceConfig)
     alerts_file: FileSinkConfig = Field(default_factory=FileSinkConfig)
+    alertmanager: AlertmanagerConfig | None = Field(None, description="Also post alerts to Alertmanager.")
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     service: ServiceLoopConfig = Field(default_factory=ServiceLoopConfig)
+    series: SeriesConfig = Field(default_factory=SeriesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

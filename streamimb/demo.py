@@ -188,6 +188,7 @@ def run_demo(
             producer.join(timeout=10)
         out.write(
             f"\nstopped: {summary['consumed']} events consumed, {summary['processed']} processed, "
-            f"{summary['dead_letters']} dead letters, {summary['alerts']} alerts, labels {summary['labels']}\n"
+            f"{summary['dead_letters']} dead letters, {summary['alerts']} alerts, "
+            f"labels {summary['labels']}\n"
         )
         return summary

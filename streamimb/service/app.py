@@ -21,10 +21,20 @@ def run_service(
     on_start: Callable[[ServiceRunner, str | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run until SIGTERM/SIGINT (finish the batch, flush, commit), ``max_events`` or ``idle_timeout``."""
+    from streamimb.decoding import REASONS
     from streamimb.service.telemetry import MetricsServer, Telemetry
 
-    telemetry = Telemetry()
-    runner = ServiceRunner(config, telemetry=telemetry, on_batch=on_batch, extra_sinks=extra_sinks)
+    schema = config.event_schema
+    telemetry = Telemetry(
+        classes=schema.classes or (),
+        detectors=("anomaly", "classifier"),
+        drift_signals=("score", "error", "prevalence", "feature"),
+        dead_letter_reasons=REASONS,
+    )
+    sinks = list(extra_sinks)
+    if config.alertmanager is not None:
+        sinks.append(config.alertmanager.build())
+    runner = ServiceRunner(config, telemetry=telemetry, on_batch=on_batch, extra_sinks=sinks)
     server = None
     if config.metrics.address:
         server = MetricsServer(config.metrics.address, telemetry).start()
