@@ -1,25 +1,28 @@
 """Streaming anomaly detection for operational metrics: one value per timestamp (CPU, latency, request rate).
 
-:class:`SeriesAnomalyDetector` is an ensemble of four cheap scorers, each normalised so that ``1.0`` is its own
+:class:`SeriesAnomalyDetector` is an ensemble of cheap scorers, each normalised so that ``1.0`` is its own
 alarm level, combined by their maximum:
 
-* **novelty** -- the value leaves the range seen over a long window by more than ``novelty_margin`` of that range
-  (a new extreme: a spike or a level shift nothing in the history resembles);
-* **level change** -- the mean of the last ``change_window`` (and ``2 * change_window``) values moves away from the
-  long-run distribution of such means (z-score over an exponentially forgotten history);
-* **seasonal change** -- the same on the residual from a per-phase baseline (hour of the day, or hour of the week
-  once two weeks are seen), switched on only while that baseline explains the series (residual variance below
-  ``seasonality_gate`` times the raw variance);
-* **likelihood** -- HTM-style anomaly likelihood: the short average of a bounded prediction error (the better of a
-  slow baseline and the previous value) against the long-run distribution of that average, as a Gaussian tail
-  surprise ``-log P``.
+* **novelty** -- the value leaves the range seen over a long window by more than ``novelty_margin`` of that
+  range (a new extreme: a spike or a level shift nothing in the history resembles);
+* **level change** -- the mean of the last ``change_window`` (and ``2 * change_window``) values moves away
+  from the long-run distribution of such means (z-score over an exponentially forgotten history);
+* **seasonal change** -- the same on the residual from a per-phase baseline (hour of the day, or hour of the
+  week once two weeks are seen and it fits better), switched on only while that baseline explains the series
+  (residual mean square below ``seasonality_gate`` times the raw variance);
+* **seasonal novelty** -- while the series is seasonal, the daily residual leaving its own long-window range
+  by ``seasonal_novelty_margin`` of that range (the daily peak that never came, a plateau at the wrong
+  hour);
+* **likelihood** -- HTM-style anomaly likelihood: the short average of a bounded prediction error (the
+  better of a slow baseline and the previous value) against the long-run distribution of that average, as a
+  Gaussian tail surprise ``-log P``.
 
 After a point crosses the alarm level the output is damped for ``rest`` points: one alert per incident.
 
-The combined level ``S`` (``1`` = alarm) becomes a score in ``[0, 1)`` with ``u / (1 + u)``, ``u = S`` below 1 and
-``1 + ln S`` above: ``0.5`` is the alarm level on every series, the extreme tail keeps its order, and no finite
-input reaches ``1.0``. Memory is bounded (a few short windows, 24-168 seasonal cells and 16 range blocks per
-series); a point costs about 10-20 us in CPython.
+The combined level ``S`` (``1`` = alarm) becomes a score in ``[0, 1)`` with ``u / (1 + u)``, ``u = S`` below
+1 and ``1 + ln S`` above: ``0.5`` is the alarm level on every series, the extreme tail keeps its order, and
+no finite input reaches ``1.0``. Memory is bounded (a few short windows, 24 + 168 seasonal cells and 2 x 16
+range blocks per series: about 10 KB pickled); a point costs about 10 us in CPython.
 
 :class:`SeriesRegistry` keeps one detector per series key (e.g. a Prometheus label set) with an LRU cap.
 
@@ -55,7 +58,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def level_to_score(level: float) -> float:
-    """Map an alarm level (``1`` = alarm) to a score in ``[0, 1)``: ``u / (1 + u)`` with a log-compressed tail.
+    """Map an alarm level (``1`` = alarm) to a score in ``[0, 1)``: ``u / (1 + u)``, log-compressed tail.
 
     >>> level_to_score(0.0), level_to_score(1.0), round(level_to_score(math.e), 4)
     (0.0, 0.5, 0.6667)
@@ -99,14 +102,15 @@ class _EWStats:
 
 
 class _Window:
-    """Running sum over the last ``size`` values."""
+    """Running sum over the last ``size`` values (re-summed now and then so rounding cannot drift)."""
 
-    __slots__ = ("buf", "size", "total")
+    __slots__ = ("buf", "pushes", "size", "total")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.buf: deque[float] = deque()
         self.total = 0.0
+        self.pushes = 0
 
     def mean_with(self, x: float) -> float | None:
         """Mean of the window after appending ``x`` (without appending); None until the window can fill."""
@@ -121,13 +125,16 @@ class _Window:
         self.total += x
         if len(self.buf) > self.size:
             self.total -= self.buf.popleft()
+        self.pushes += 1
+        if self.pushes % 4096 == 0:
+            self.total = math.fsum(self.buf)
         if len(self.buf) < self.size:
             return None
         return self.total / self.size
 
 
 class _BlockRange:
-    """Min and max over roughly the last ``window`` values, kept as ``blocks`` block extremes (O(blocks) memory)."""
+    """Min and max over ~the last ``window`` values, kept as ``blocks`` block extremes (O(blocks) memory)."""
 
     __slots__ = ("block", "blocks", "cur_hi", "cur_lo", "cur_n", "hi", "lo", "past")
 
@@ -212,8 +219,8 @@ def _as_seconds(t: Any) -> float | None:
 class SeriesAnomalyDetector(base.AnomalyDetector):
     """Univariate streaming anomaly detector for one operational metric; scores in ``[0, 1)``, 0.5 = alarm.
 
-    Score, then learn: ``score_one(x, t)`` does not change the state; ``learn_one(x, t)`` does (it reuses the work
-    of a ``score_one`` call on the same point). ``score_learn_one`` does both at once.
+    Score, then learn: ``score_one(x, t)`` does not change the state; ``learn_one(x, t)`` does (it reuses the
+    work of a ``score_one`` call on the same point). ``score_learn_one`` does both at once.
 
     Parameters
     ----------
@@ -232,7 +239,7 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
     likelihood_surprise
         Gaussian tail surprise ``-log P`` of the averaged prediction error that is an alarm (12 ~ P = 6e-6).
     history
-        Span (points) of the exponentially forgotten distributions the change and likelihood scorers compare to.
+        Span (points) of the forgotten distributions that the change and likelihood scorers compare to.
     baseline_span
         Span (points) of the slow level baseline and of the error scales.
     seasonal_bins
@@ -240,7 +247,9 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
     seasonal_days
         Periods over which each cell forgets.
     seasonality_gate
-        Use the seasonal scorer only while the residual variance is below this fraction of the raw variance.
+        Seasonal scorers run only while the residual mean square is below this fraction of the raw variance.
+    seasonal_novelty_margin
+        A daily residual beyond its long-window range by this fraction of the range is an alarm.
     warmup
         Points learned before anything is scored (scores are 0 until then).
     rest
@@ -265,6 +274,7 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         seasonal_bins: int = 24,
         seasonal_days: float = 3.0,
         seasonality_gate: float = 0.5,
+        seasonal_novelty_margin: float = 0.1,
         warmup: int = 100,
         rest: int = 30,
         rest_level: float = 0.95,
@@ -282,11 +292,11 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         self.seasonal_bins = seasonal_bins
         self.seasonal_days = seasonal_days
         self.seasonality_gate = seasonality_gate
+        self.seasonal_novelty_margin = seasonal_novelty_margin
         self.warmup = warmup
         self.rest = rest
         self.rest_level = rest_level
         self.rest_factor = rest_factor
-        self.seasonal_always = False
         self._reset()
 
     def _reset(self) -> None:
@@ -294,6 +304,7 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         self._range = _BlockRange(self.range_window)
         self._win_short = _Window(self.change_window)
         self._win_long = _Window(2 * self.change_window)
+        self._range_daily = _BlockRange(self.range_window)
         self._win_daily = _Window(self.change_window)
         self._win_weekly = _Window(self.change_window)
         self._win_err = _Window(self.likelihood_window)
@@ -325,7 +336,7 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         return 1e-5 * abs(ref) + 1e-12
 
     def _seasonal_residual(self, x: float, t: float | None) -> tuple[float | None, float | None, str | None]:
-        """Residuals from the daily and weekly baselines, and which one the scorer uses (None: no seasonality)."""
+        """Daily and weekly residuals, and which one the scorers use (None: not seasonal)."""
         if t is None or self._dt is None:
             return None, None, None
         bd = self._daily.baseline(t)
@@ -362,7 +373,17 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         # seasonal change
         rd, rw, use = self._seasonal_residual(x, t)
         if use is not None:
-            r, win, h = (rd, self._win_daily, self._h_daily) if use == "daily" else (rw, self._win_weekly, self._h_weekly)
+            if rd is not None:  # novelty of the daily residual (its range matures first)
+                lo, hi = self._range_daily.bounds()
+                if hi > lo:
+                    comp["seasonal_novelty"] = (
+                        max(rd - hi, lo - rd) / (hi - lo) / self.seasonal_novelty_margin
+                    )
+            r, win, h = (
+                (rd, self._win_daily, self._h_daily)
+                if use == "daily"
+                else (rw, self._win_weekly, self._h_weekly)
+            )
             m_seas = win.mean_with(r)
             if m_seas is not None and h.n >= self.warmup:
                 sd = math.sqrt(h.v) + self._scale_floor(h.m) + 1e-9 * abs(x)
@@ -424,7 +445,7 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
 
     # ----------------------------------------------------------------- learning
     def _learn(self, x: float, t: float | None, out: tuple) -> None:
-        _, raw_level, _, (rd, rw, use, err) = out
+        _, raw_level, _, (rd, rw, _use, err) = out
         if self._cool > 0:
             self._cool -= 1
         elif self.rest and raw_level > self.rest_level:
@@ -436,11 +457,12 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
         m = self._win_long.push(x)
         if m is not None:
             self._h_long.update(m)
-        if rd is not None and (use is not None or self.seasonal_always):
+        if rd is not None:
+            self._range_daily.push(rd)
             m = self._win_daily.push(rd)
             if m is not None:
                 self._h_daily.update(m)
-        if rw is not None and (use is not None or self.seasonal_always):
+        if rw is not None:
             m = self._win_weekly.push(rw)
             if m is not None:
                 self._h_weekly.update(m)
@@ -493,8 +515,8 @@ class SeriesAnomalyDetector(base.AnomalyDetector):
 class SeriesRegistry:
     """One :class:`SeriesAnomalyDetector` state per series key, at most ``max_series`` of them (LRU eviction).
 
-    ``factory`` builds the detector of a new series (default: ``SeriesAnomalyDetector()``); a detector instance
-    is accepted too and cloned. ``evictions`` counts the states dropped to respect the cap.
+    ``factory`` builds the detector of a new series (default: ``SeriesAnomalyDetector()``); a detector
+    instance is accepted too and cloned. ``evictions`` counts the states dropped to respect the cap.
 
     >>> reg = SeriesRegistry(max_series=2)
     >>> for i in range(300):
