@@ -1,0 +1,567 @@
+"""Threshold moving: turn class probabilities into a decision and an alert.
+
+Every policy shares one interface:
+
+- `decide(proba, t=None) -> (predicted_class, alert, reason)`: `alert` is True when the decision is the
+  positive (rare) class given as `positive`; with `positive=None` the policy decides among all classes
+  and never alerts.
+- `update(y_true, proba)`: feed a label with the probabilities the event was scored with (policies that
+  learn from labels use it, the others ignore it).
+
+Policies: `ArgMax`, `PriorCorrection`, `MinCost`, `TargetPrecision`, `AlertBudget` and `BestThreshold`
+(threshold that maximises G-mean or F1 on recent labels); registry `THRESHOLDS` (names "argmax",
+"prior_correction", "min_cost", "target_precision", "budget", "max_gmean", "max_f1") and
+`build_threshold(name, **params)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+from river import base
+
+from streamimb.imbalance.priors import PriorTracker
+from streamimb.imbalance.weighting import CostMatrix, cost_of
+
+__all__ = [
+    "THRESHOLDS",
+    "AlertBudget",
+    "ArgMax",
+    "BestThreshold",
+    "LearnedThreshold",
+    "MinCost",
+    "PriorCorrection",
+    "TargetPrecision",
+    "ThresholdPolicy",
+    "build_threshold",
+]
+
+Decision = tuple[Hashable | None, bool, str]
+
+
+def _argmax(proba: dict[Hashable, float]) -> Hashable | None:
+    if not proba:
+        return None
+    return max(proba, key=lambda c: (proba[c], str(c)))
+
+
+def _logit(p: float, eps: float = 1e-9) -> float:
+    p = min(max(p, eps), 1.0 - eps)
+    return math.log(p / (1.0 - p))
+
+
+class ThresholdPolicy(base.Base):
+    """Base class of decision policies (see the module docstring)."""
+
+    def __init__(self, positive: Hashable | None = None) -> None:
+        self.positive = positive
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        raise NotImplementedError
+
+    def update(self, y_true: Hashable, proba: dict[Hashable, float]) -> None:
+        """Learn from a label (no-op for policies that do not learn)."""
+
+    def _verdict(self, pred: Hashable | None, reason: str) -> Decision:
+        return pred, self.positive is not None and pred == self.positive, reason
+
+    def _other(self, proba: dict[Hashable, float]) -> Hashable | None:
+        """Most probable class other than the positive one."""
+        rest = {c: p for c, p in proba.items() if c != self.positive}
+        return _argmax(rest)
+
+
+class ArgMax(ThresholdPolicy):
+    """The most probable class (Bayes decision for accuracy).
+
+    >>> ArgMax(positive="fraud").decide({"fraud": 0.7, "ok": 0.3})
+    ('fraud', True, 'argmax: p(fraud)=0.700')
+    """
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        pred = _argmax(proba)
+        if pred is None:
+            return None, False, "no prediction yet"
+        return self._verdict(pred, f"argmax: p({pred})={proba[pred]:.3f}")
+
+
+class PriorCorrection(ThresholdPolicy):
+    """Argmax after re-weighting probabilities from the current priors to a target distribution.
+
+    `p'(c) ∝ p(c) · (target_c / π_c) ** strength`. With the default uniform target and `strength=1`
+    this is the balanced decision (in binary: alert when `p(positive) > π_positive`), which maximises
+    G-mean-like criteria on calibrated probabilities; `strength=0` is plain argmax.
+
+    Parameters
+    ----------
+    positive
+        The class that raises alerts (None: multi-class, no alerts).
+    target
+        Target class distribution (default uniform over the classes in `proba`).
+    strength
+        How far to move from the current priors towards the target (0..1, or more).
+    tracker
+        A shared `PriorTracker` giving the current priors; it is not updated here. Without it the
+        policy tracks priors itself from `update` labels with `half_life`.
+    half_life
+        Half-life of the policy's own tracker.
+
+    Examples
+    --------
+    >>> policy = PriorCorrection(positive="fraud")
+    >>> for i in range(1000):
+    ...     policy.update("fraud" if i % 100 == 0 else "ok", {})
+    >>> policy.decide({"fraud": 0.05, "ok": 0.95})[:2]
+    ('fraud', True)
+    >>> policy.decide({"fraud": 0.005, "ok": 0.995})[:2]
+    ('ok', False)
+    """
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        target: dict[Hashable, float] | None = None,
+        strength: float = 1.0,
+        tracker: PriorTracker | None = None,
+        half_life: float = 2000.0,
+    ) -> None:
+        super().__init__(positive)
+        self.target = target
+        self.strength = strength
+        self.tracker = tracker
+        self.half_life = half_life
+        self._tracker = tracker if tracker is not None else PriorTracker(half_life)
+
+    def corrected(self, proba: dict[Hashable, float]) -> dict[Hashable, float]:
+        """The re-weighted, normalised probabilities the decision is taken on."""
+        priors = self._tracker.priors()
+        if not proba:
+            return {}
+        k = len(proba)
+        out = {}
+        for c, p in proba.items():
+            prior = priors.get(c)
+            goal = self.target.get(c, 0.0) if self.target else 1.0 / k
+            ratio = (goal / prior) ** self.strength if prior else 1.0
+            out[c] = p * ratio
+        total = sum(out.values())
+        return {c: v / total for c, v in out.items()} if total > 0 else dict(proba)
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        adjusted = self.corrected(proba)
+        pred = _argmax(adjusted)
+        if pred is None:
+            return None, False, "no prediction yet"
+        prior = self._tracker.priors().get(pred, float("nan"))
+        return self._verdict(
+            pred, f"prior-corrected: p({pred})={proba[pred]:.3f} vs prior {prior:.4f} -> {adjusted[pred]:.3f}"
+        )
+
+    def update(self, y_true: Hashable, proba: dict[Hashable, float]) -> None:
+        if self.tracker is None:
+            self._tracker.update(y_true)
+
+
+class MinCost(ThresholdPolicy):
+    """The class with the smallest expected cost `Σ_j p(j) · cost[j][c]` (probabilities must be calibrated).
+
+    Parameters
+    ----------
+    positive
+        The class that raises alerts (None: no alerts).
+    cost
+        `cost[true][predicted]`; missing entries are 0 on the diagonal and 1 elsewhere.
+
+    Examples
+    --------
+    >>> policy = MinCost(positive="fraud", cost={"fraud": {"ok": 100.0}, "ok": {"fraud": 1.0}})
+    >>> policy.decide({"fraud": 0.02, "ok": 0.98})[:2]
+    ('fraud', True)
+    >>> policy.decide({"fraud": 0.005, "ok": 0.995})[:2]
+    ('ok', False)
+    """
+
+    def __init__(self, positive: Hashable | None = None, cost: CostMatrix | None = None) -> None:
+        super().__init__(positive)
+        self.cost = cost
+
+    def expected_costs(self, proba: dict[Hashable, float]) -> dict[Hashable, float]:
+        """Expected cost of predicting each class."""
+        return {c: sum(p * cost_of(self.cost, j, c) for j, p in proba.items()) for c in proba}
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        if not proba:
+            return None, False, "no prediction yet"
+        costs = self.expected_costs(proba)
+        pred = min(costs, key=lambda c: (costs[c], str(c)))
+        others = ", ".join(f"{c}={v:.3g}" for c, v in costs.items() if c != pred)
+        return self._verdict(pred, f"min expected cost: {pred}={costs[pred]:.3g} < {others}")
+
+
+class LearnedThreshold(ThresholdPolicy):
+    """Base of policies that learn a score threshold for the positive class from labelled scores.
+
+    Recent scores of labelled positives and negatives are kept in two bounded buffers. Scores are
+    prior-free log-likelihood ratios `logit(p) - logit(π)` (with `prior_free=True`), so both buffers stay
+    valid when the prevalence moves; metrics that depend on the prevalence (precision, F1) are estimated
+    with the current prior from class-conditional rates, e.g. precision `π·TPR / (π·TPR + (1-π)·FPR)`.
+    Until `min_positives` positives were seen the policy falls back to argmax. Subclasses choose the
+    threshold in `_choose`.
+
+    Parameters
+    ----------
+    positive
+        The class to alert on (required).
+    n_positives, n_negatives
+        Sizes of the two score buffers (most recent labelled events of each kind).
+    min_positives
+        Positives needed before the learned threshold is used.
+    refresh
+        Recompute the threshold every `refresh` labels.
+    prior_free
+        Score with `logit(p) - logit(π)` rather than `p` (use False for scores that ignore priors).
+    tracker, half_life
+        Priors: a shared tracker (not updated here) or the policy's own.
+    """
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        n_positives: int = 500,
+        n_negatives: int = 20000,
+        min_positives: int = 20,
+        refresh: int = 100,
+        prior_free: bool = True,
+        tracker: PriorTracker | None = None,
+        half_life: float = 2000.0,
+    ) -> None:
+        if positive is None:
+            raise ValueError(f"{type(self).__name__} needs the positive class")
+        super().__init__(positive)
+        self.n_positives = n_positives
+        self.n_negatives = n_negatives
+        self.min_positives = min_positives
+        self.refresh = refresh
+        self.prior_free = prior_free
+        self.tracker = tracker
+        self.half_life = half_life
+        self._tracker = tracker if tracker is not None else PriorTracker(half_life)
+        self._pos: deque[float] = deque(maxlen=n_positives)
+        self._neg: deque[float] = deque(maxlen=n_negatives)
+        self._threshold: float | None = None
+        self._achieved = float("nan")
+        self._since = 0
+
+    @property
+    def threshold(self) -> float | None:
+        """The current score threshold (None while falling back to argmax)."""
+        return self._threshold
+
+    def _prior(self) -> float:
+        p = self._tracker.priors().get(self.positive, 0.0)
+        return min(max(p, 1e-6), 1.0 - 1e-6)
+
+    def _score(self, proba: dict[Hashable, float]) -> float:
+        p = proba.get(self.positive, 0.0)
+        return _logit(p) - _logit(self._prior()) if self.prior_free else p
+
+    def _choose(self, tpr: np.ndarray, fpr: np.ndarray, prior: float) -> tuple[int, float]:
+        """Index of the chosen candidate (candidates are positive scores, descending) and its metric."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def _recompute(self) -> None:
+        if len(self._pos) < self.min_positives or not self._neg:
+            self._threshold = None
+            return
+        pos = np.sort(np.fromiter(self._pos, float))[::-1]
+        neg = np.sort(np.fromiter(self._neg, float))
+        tpr = np.arange(1, len(pos) + 1) / len(pos)
+        fpr = (len(neg) - np.searchsorted(neg, pos, side="left")) / len(neg)
+        i, achieved = self._choose(tpr, fpr, self._prior())
+        self._threshold, self._achieved = float(pos[i]), float(achieved)
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        if not proba:
+            return None, False, "no prediction yet"
+        if self._threshold is None:
+            pred = _argmax(proba)
+            return self._verdict(pred, f"argmax until {self.min_positives} positives are labelled")
+        s = self._score(proba)
+        if s >= self._threshold:
+            return self._verdict(
+                self.positive, f"score {s:.3g} >= {self._threshold:.3g} ({self._describe()})"
+            )
+        return self._verdict(self._other(proba), f"score {s:.3g} < {self._threshold:.3g}")
+
+    def update(self, y_true: Hashable, proba: dict[Hashable, float]) -> None:
+        if self.tracker is None:
+            self._tracker.update(y_true)
+        if proba:
+            (self._pos if y_true == self.positive else self._neg).append(self._score(proba))
+        self._since += 1
+        if self._since >= self.refresh or (self._threshold is None and len(self._pos) >= self.min_positives):
+            self._since = 0
+            self._recompute()
+
+
+class TargetPrecision(LearnedThreshold):
+    """Alert on the positive class at the loosest threshold whose estimated precision meets a target.
+
+    If no threshold reaches the target, the one with the best estimated precision is used. See
+    `LearnedThreshold` for the buffers and the other parameters.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(0)
+    >>> policy = TargetPrecision(positive="fraud", precision=0.9, min_positives=20)
+    >>> for _ in range(20000):
+    ...     y = "fraud" if rng.random() < 0.05 else "ok"
+    ...     s = min(max(rng.gauss(0.7 if y == "fraud" else 0.2, 0.15), 0.0), 1.0)
+    ...     policy.update(y, {"fraud": s, "ok": 1 - s})
+    >>> policy.decide({"fraud": 0.9, "ok": 0.1})[:2], policy.decide({"fraud": 0.4, "ok": 0.6})[:2]
+    (('fraud', True), ('ok', False))
+    """
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        precision: float = 0.9,
+        n_positives: int = 500,
+        n_negatives: int = 20000,
+        min_positives: int = 20,
+        refresh: int = 100,
+        prior_free: bool = True,
+        tracker: PriorTracker | None = None,
+        half_life: float = 2000.0,
+    ) -> None:
+        if not 0.0 < precision <= 1.0:
+            raise ValueError("precision must be in (0, 1]")
+        super().__init__(
+            positive, n_positives, n_negatives, min_positives, refresh, prior_free, tracker, half_life
+        )
+        self.precision = precision
+
+    def _choose(self, tpr: np.ndarray, fpr: np.ndarray, prior: float) -> tuple[int, float]:
+        prec = prior * tpr / (prior * tpr + (1.0 - prior) * fpr)
+        ok = np.nonzero(prec >= self.precision)[0]
+        i = int(ok[-1]) if len(ok) else int(np.argmax(prec))
+        return i, float(prec[i])
+
+    def _describe(self) -> str:
+        return f"est. precision {self._achieved:.2f}, target {self.precision:.2f}"
+
+
+class BestThreshold(LearnedThreshold):
+    """Alert at the threshold that maximises a metric estimated on recent labelled scores.
+
+    `metric="gmean"` maximises `sqrt(TPR · (1 - FPR))` (prior-free); `metric="f1"` maximises
+    `2πTPR / (πTPR + π + (1-π)FPR)` at the current prior. See `LearnedThreshold` for the rest.
+
+    >>> import random
+    >>> rng = random.Random(0)
+    >>> policy = BestThreshold(positive="fraud", metric="f1")
+    >>> for _ in range(20000):
+    ...     y = "fraud" if rng.random() < 0.05 else "ok"
+    ...     s = min(max(rng.gauss(0.7 if y == "fraud" else 0.2, 0.15), 0.0), 1.0)
+    ...     policy.update(y, {"fraud": s, "ok": 1 - s})
+    >>> policy.decide({"fraud": 0.8, "ok": 0.2})[:2], policy.decide({"fraud": 0.3, "ok": 0.7})[:2]
+    (('fraud', True), ('ok', False))
+    """
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        metric: str = "gmean",
+        n_positives: int = 500,
+        n_negatives: int = 20000,
+        min_positives: int = 20,
+        refresh: int = 100,
+        prior_free: bool = True,
+        tracker: PriorTracker | None = None,
+        half_life: float = 2000.0,
+    ) -> None:
+        if metric not in ("gmean", "f1"):
+            raise ValueError(f"metric must be 'gmean' or 'f1', not {metric!r}")
+        super().__init__(
+            positive, n_positives, n_negatives, min_positives, refresh, prior_free, tracker, half_life
+        )
+        self.metric = metric
+
+    def _choose(self, tpr: np.ndarray, fpr: np.ndarray, prior: float) -> tuple[int, float]:
+        if self.metric == "gmean":
+            value = np.sqrt(tpr * (1.0 - fpr))
+        else:
+            value = 2 * prior * tpr / (prior * tpr + prior + (1.0 - prior) * fpr)
+        i = int(np.argmax(value))
+        return i, float(value[i])
+
+    def _describe(self) -> str:
+        return f"best est. {self.metric} {self._achieved:.2f}"
+
+
+def _max_gmean(**params: Any) -> BestThreshold:
+    return BestThreshold(metric="gmean", **params)
+
+
+def _max_f1(**params: Any) -> BestThreshold:
+    return BestThreshold(metric="f1", **params)
+
+
+class AlertBudget(ThresholdPolicy):
+    """At most `max_alerts` alerts per `per_events` events, or per `per_seconds` of event time.
+
+    A hard cap (the last `max_alerts` alert positions are kept, so the sliding-window guarantee is
+    exact) plus a spreading rule: an event alerts only when its positive-class probability is at least
+    `min_proba` and in the top `max_alerts / window` share of recent scores, so the budget goes to the
+    most suspicious events rather than the first ones.
+
+    Parameters
+    ----------
+    positive
+        The class to alert on (required).
+    max_alerts
+        Alerts allowed per window.
+    per_events
+        Window length in scored events (ignored when `per_seconds` is set).
+    per_seconds
+        Window length in event time (seconds); `decide` then needs `t`.
+    min_proba
+        Never alert below this positive-class probability.
+    n_scores, refresh
+        Recent scores kept for the quantile, and how often (decisions) it is recomputed.
+
+    Examples
+    --------
+    >>> policy = AlertBudget(positive="fraud", max_alerts=2, per_events=100)
+    >>> alerts = [policy.decide({"fraud": 0.99, "ok": 0.01})[1] for _ in range(100)]
+    >>> sum(alerts)
+    2
+    """
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        max_alerts: int = 10,
+        per_events: int = 1000,
+        per_seconds: float | None = None,
+        min_proba: float = 0.0,
+        n_scores: int = 5000,
+        refresh: int = 50,
+    ) -> None:
+        if positive is None:
+            raise ValueError("AlertBudget needs the positive class")
+        if max_alerts < 1:
+            raise ValueError("max_alerts must be >= 1")
+        super().__init__(positive)
+        self.max_alerts = max_alerts
+        self.per_events = per_events
+        self.per_seconds = per_seconds
+        self.min_proba = min_proba
+        self.n_scores = n_scores
+        self.refresh = refresh
+        self._alerts: deque[float] = deque(maxlen=max_alerts)
+        self._scores: deque[float] = deque(maxlen=n_scores if per_seconds else min(n_scores, per_events))
+        self._n = 0
+        self._cut = -math.inf
+        self._last_t: float | None = None
+        self._gap = float("nan")
+
+    def _window_events(self) -> float:
+        if self.per_seconds is None:
+            return float(self.per_events)
+        if not math.isfinite(self._gap) or self._gap <= 0:
+            return float("inf")
+        return self.per_seconds / self._gap
+
+    def _recompute(self) -> None:
+        if len(self._scores) < 2 * self.max_alerts:
+            self._cut = -math.inf
+            return
+        share = self.max_alerts / self._window_events()
+        if share >= 1.0:
+            self._cut = -math.inf
+            return
+        self._cut = float(np.quantile(np.fromiter(self._scores, float), 1.0 - share))
+
+    def used(self, t: float | None = None) -> int:
+        """Alerts raised within the window that ends now (or at event time `t`)."""
+        return self._used(self._now(t) if self.per_seconds is not None else float(self._n - 1))
+
+    def _used(self, now: float) -> int:
+        span = self.per_seconds if self.per_seconds is not None else self.per_events
+        return sum(1 for a in self._alerts if now - a < span)
+
+    def _now(self, t: float | None) -> float:
+        if self.per_seconds is None:
+            return float(self._n)
+        if t is None:
+            if self._last_t is None:
+                raise ValueError("AlertBudget(per_seconds=...) needs event time t")
+            return self._last_t
+        return float(t)
+
+    def decide(self, proba: dict[Hashable, float], t: float | None = None) -> Decision:
+        now = self._now(t)
+        if self.per_seconds is not None:
+            if self._last_t is not None and now > self._last_t:
+                gap = now - self._last_t
+                self._gap = gap if not math.isfinite(self._gap) else 0.99 * self._gap + 0.01 * gap
+            self._last_t = now if self._last_t is None else max(self._last_t, now)
+        self._n += 1
+        if not proba:
+            return None, False, "no prediction yet"
+        p = proba.get(self.positive, 0.0)
+        self._scores.append(p)
+        if self._n % self.refresh == 0:
+            self._recompute()
+        other = self._other(proba)
+        if p < self.min_proba or p < self._cut:
+            return self._verdict(other, f"p({self.positive})={p:.3f} below the budget cut {self._cut:.3f}")
+        used = self._used(now)
+        unit = f"{self.per_seconds:g} s" if self.per_seconds is not None else f"{self.per_events} events"
+        if used >= self.max_alerts:
+            return self._verdict(other, f"budget exhausted: {used}/{self.max_alerts} alerts per {unit}")
+        self._alerts.append(now)
+        return self._verdict(
+            self.positive,
+            f"p({self.positive})={p:.3f} >= cut {self._cut:.3f}; {used + 1}/{self.max_alerts} per {unit}",
+        )
+
+
+THRESHOLDS: dict[str, Callable[..., ThresholdPolicy]] = {
+    "argmax": ArgMax,
+    "prior_correction": PriorCorrection,
+    "min_cost": MinCost,
+    "target_precision": TargetPrecision,
+    "budget": AlertBudget,
+    "max_gmean": _max_gmean,
+    "max_f1": _max_f1,
+}
+
+
+def build_threshold(name: str, **params: Any) -> ThresholdPolicy:
+    """Build a threshold policy by name.
+
+    >>> build_threshold("argmax", positive="fraud")
+    ArgMax (
+      positive="fraud"
+    )
+    >>> build_threshold("nope")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown threshold policy 'nope'; choose one of: argmax, budget, max_f1, ...
+    """
+    try:
+        factory = THRESHOLDS[name]
+    except KeyError:
+        choices = ", ".join(sorted(THRESHOLDS))
+        raise ValueError(f"unknown threshold policy {name!r}; choose one of: {choices}") from None
+    return factory(**params)
