@@ -1,6 +1,11 @@
 """Decode -> process -> alerts, for one batch of records; shared by `replay` and the Kafka service.
 
 Bad records never raise: they come back as dead letters with a bounded reason and the raw bytes.
+
+When the Processor is in batch mode (``ModelConfig.batch``) the whole batch is decoded first and then
+processed at once by ``Processor.process_many``; every event's latency is then the time from the start of
+``handle`` to the end of processing (an event's verdict is ready when its batch is). Otherwise each event is
+processed as soon as it is decoded and its latency is its own decode and processing time.
 """
 
 from __future__ import annotations
@@ -58,25 +63,35 @@ class Pipeline:
         self.model_version = model_version
 
     def handle(self, records: Iterable[InputRecord]) -> BatchResult:
+        if getattr(self.processor, "batch", False):
+            return self.handle_batch(records)
+        return self.handle_each(records)
+
+    def _decode(self, rec: InputRecord, result: BatchResult) -> Event | None:
+        try:
+            if rec.error is not None:
+                raise rec.error
+            if rec.record is not None:
+                event = self.decoder.decode(rec.record, row=rec.offset)
+            else:
+                event = self.decoder.decode_json(rec.raw, row=rec.offset)
+        except DecodeError as exc:
+            result.dead_letters.append(
+                DeadLetter(exc.reason, exc.detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset)
+            )
+            return None
+        event.source, event.partition, event.offset = rec.source, rec.partition, rec.offset
+        return event
+
+    def handle_each(self, records: Iterable[InputRecord]) -> BatchResult:
+        """One record at a time: decode, ``process_one``, alert."""
         result = BatchResult()
         clock = time.perf_counter
         for rec in records:
             started = clock()
-            try:
-                if rec.error is not None:
-                    raise rec.error
-                if rec.record is not None:
-                    event = self.decoder.decode(rec.record, row=rec.offset)
-                else:
-                    event = self.decoder.decode_json(rec.raw, row=rec.offset)
-            except DecodeError as exc:
-                result.dead_letters.append(
-                    DeadLetter(
-                        exc.reason, exc.detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset
-                    )
-                )
+            event = self._decode(rec, result)
+            if event is None:
                 continue
-            event.source, event.partition, event.offset = rec.source, rec.partition, rec.offset
             verdict, drifts = self.processor.process_one(event)
             result.events.append(event)
             result.verdicts.append(verdict)
@@ -84,6 +99,23 @@ class Pipeline:
             if verdict.alert:
                 result.alerts.append(self.make_alert(event, verdict))
             result.latencies.append(clock() - started)
+        return result
+
+    def handle_batch(self, records: Iterable[InputRecord]) -> BatchResult:
+        """Decode every record, then ``process_many`` on the events (same outputs as ``handle_each``)."""
+        result = BatchResult()
+        started = time.perf_counter()
+        decode = self._decode
+        events = [event for rec in records if (event := decode(rec, result)) is not None]
+        if not events:
+            return result
+        verdicts, drifts = self.processor.process_many(events)
+        result.events = events
+        result.verdicts = verdicts
+        result.drifts = drifts
+        make_alert = self.make_alert
+        result.alerts = [make_alert(e, v) for e, v in zip(events, verdicts, strict=True) if v.alert]
+        result.latencies = [time.perf_counter() - started] * len(events)
         return result
 
     def make_alert(self, event: Event, verdict: Verdict) -> Alert:

@@ -11,6 +11,15 @@ For each event, in this order (test-then-train):
 
 The Processor is picklable: a checkpoint is a pickle of it.
 
+Batch mode (``ModelConfig.batch``, on by default): :meth:`Processor.process_many` takes a whole poll batch.
+Detectors that have batch forms (``numpy_half_space_trees``, which batch mode uses in place of river's
+``half_space_trees``: same trees, same scores) score and learn the batch as one array, test-then-train row by
+row, so their scores are those of the per-event path. The rest of the steps run event by event in the same
+order as :meth:`Processor.process_one`, and give the same results, except for a classifier with batch forms
+(``predict_proba_batch`` / ``learn_batch``): it scores the whole batch before it learns the batch's labels,
+so within a batch an event is not scored by a model that has learned the events just before it.
+With ``batch: false`` every event goes through :meth:`Processor.process_one` with river's detectors.
+
 >>> from streamimb.config import ModelConfig
 >>> from streamimb.events import Event
 >>> p = Processor(ModelConfig(), positive="1", classes=["0", "1"])
@@ -21,10 +30,12 @@ The Processor is picklable: a checkpoint is a pickle of it.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from river import base
 
 from streamimb.config import ModelConfig
@@ -33,9 +44,12 @@ from streamimb.detectors.drift import DriftMonitor
 from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
-from streamimb.imbalance import DEFAULT_STRATEGY, PriorTracker, build_strategy
-from streamimb.imbalance.threshold import build_threshold
+from streamimb.imbalance import DEFAULT_STRATEGY, STRATEGIES, PriorTracker, build_strategy
+from streamimb.imbalance.threshold import THRESHOLDS, build_threshold
 from streamimb.registry import build_classifier, build_detector
+
+# Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
+BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
 
 
 class Processor:
@@ -67,10 +81,12 @@ class Processor:
         self.features = FeatureExtractor(max_categories=max_categories)
         self.detectors: dict[str, base.AnomalyDetector] = {}
         self.detector_calibrators: dict[str, ScoreCalibrator] = {}
+        self.batch = bool(getattr(config, "batch", False))
         for i, d in enumerate(config.detectors):
             name = d.kind if d.kind not in self.detectors else f"{d.kind}_{i}"
             params = {"seed": config.seed + i, **d.params} if "seed" in _accepts(d.kind) else dict(d.params)
-            self.detectors[name] = build_detector(d.kind, **params)
+            kind = BATCH_TWINS.get(d.kind, d.kind) if self.batch else d.kind
+            self.detectors[name] = build_detector(kind, **params)
             self.detector_calibrators[name] = ScoreCalibrator(
                 kind="quantile", window=config.calibration.window, warmup=0
             )
@@ -85,11 +101,17 @@ class Processor:
         )
         base_classifier = build_classifier(config.classifier.kind, **config.classifier.params)
         self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
-        self.classifier = build_strategy(self.strategy_name, base_classifier, **config.imbalance.params)
         self.priors = PriorTracker(half_life=config.imbalance.half_life)
-        self.threshold = build_threshold(
-            config.threshold.policy, positive=positive, **config.threshold.params
-        )
+        # The strategy and the threshold policy each track the priors of the same labels; where their own
+        # tracker would be identical to this one, they read this one instead (same numbers, one update).
+        strategy_params = dict(config.imbalance.params)
+        if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
+            strategy_params.update(tracker=self.priors, update_tracker=False)
+        self.classifier = build_strategy(self.strategy_name, base_classifier, **strategy_params)
+        threshold_params = dict(config.threshold.params)
+        if self._can_share_priors(THRESHOLDS.get(config.threshold.policy), threshold_params):
+            threshold_params["tracker"] = self.priors
+        self.threshold = build_threshold(config.threshold.policy, positive=positive, **threshold_params)
         drift = config.drift
         self.score_monitor = (
             DriftMonitor("score", drift.detector, drift.min_gap, drift.score_block, **drift.params)
@@ -111,25 +133,68 @@ class Processor:
         self.n_learned = 0
         self.n_alerts = 0
 
+    def _can_share_priors(self, factory: Any, params: dict[str, Any], *needs: str) -> bool:
+        """Whether the tracker ``factory(**params)`` would build equals ``self.priors`` in every update.
+
+        Both count the same labels in the same order (the Processor updates its tracker before the threshold
+        and the classifier learn), with the same half-life and no time-based decay.
+        """
+        if factory is None or not self._share_priors:
+            return False
+        try:
+            signature = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+            return False
+        if not {"tracker", "half_life", *needs} <= signature.keys():
+            return False
+        if {"tracker", "update_tracker", "time_based"} & params.keys():
+            return False
+        time_based = signature.get("time_based")
+        if time_based is not None and time_based.default is not False:
+            return False
+        return params.get("half_life", signature["half_life"].default) == self.priors.half_life
+
+    _share_priors = True  # class switch (tests compare against separate trackers)
+
     # -- scoring -------------------------------------------------------------------------------------------
     def score_one(self, event: Event) -> Verdict:
         """Score and decide with the models as they are; learns nothing."""
         x = self.features.transform_one(event.features)
-        raw_scores: dict[str, float] = {}
-        min_p = 1.0
-        for name, detector in self.detectors.items():
-            s = float(detector.score_one(x))
-            raw_scores[name] = s
-            min_p = min(min_p, self.detector_calibrators[name].p_value(s))
-        if len(self.detectors) == 1:
-            anomaly_score = next(iter(raw_scores.values()))
-        else:
-            anomaly_score = -math.log10(min_p * len(self.detectors)) if self.detectors else 0.0
-        anomaly_p = self.calibrator.p_value(anomaly_score)
+        raw_scores = {name: float(detector.score_one(x)) for name, detector in self.detectors.items()}
+        return self._verdict(event, x, raw_scores)
+
+    def _verdict(self, event: Event, x: dict[str, float], raw_scores: dict[str, float]) -> Verdict:
+        """The verdict on an event from its detector scores (classifier and threshold applied here)."""
         proba = self.classifier.predict_proba_one(x) if self.n_learned else {}
+        return self._decide(event, x, raw_scores, self._combine(raw_scores), proba)
+
+    def _combine(self, raw_scores: dict[str, float]) -> float:
+        """One detector: its score; several: -log10 of their smallest p-value, Bonferroni-corrected."""
+        n_detectors = len(raw_scores)
+        if n_detectors == 1:
+            return next(iter(raw_scores.values()))
+        if not n_detectors:
+            return 0.0
+        calibrators = self.detector_calibrators
+        min_p = min(calibrators[name].p_value(s) for name, s in raw_scores.items())
+        return -math.log10(min(min_p, 1.0) * n_detectors)
+
+    def _decide(
+        self,
+        event: Event,
+        x: dict[str, float],
+        raw_scores: dict[str, float],
+        anomaly_score: float,
+        proba: dict[str, float],
+        anomaly_p: float | None = None,
+    ) -> Verdict:
         predicted, classifier_alert, reason = (None, False, "")
         if proba:
             predicted, classifier_alert, reason = self.threshold.decide(proba, event.time)
+        if not classifier_alert:
+            if anomaly_p is None:
+                anomaly_p = self.calibrator.p_value(anomaly_score)
+            reason = f"anomaly p={anomaly_p:.2g}"
         return Verdict(
             event_id=event.id,
             index=self.n_events,
@@ -139,26 +204,37 @@ class Processor:
             proba=proba,
             predicted=predicted,
             classifier_alert=classifier_alert,
-            reason=reason if classifier_alert else f"anomaly p={anomaly_p:.2g}",
+            reason=reason,
             scores=raw_scores,
             x=x,
         )
 
     def observe_one(self, verdict: Verdict, label: str | None = None) -> list[DriftEvent]:
         """The unsupervised half of learning: decide on the anomaly, update detectors and monitors."""
-        _, anomaly_alert = self.calibrator.update(verdict.anomaly_score)
-        verdict.anomaly_alert = anomaly_alert
-        self._apply_decision_mode(verdict)
-        if verdict.alert:
-            self.n_alerts += 1
-        drifts: list[DriftEvent] = []
-        learn_detectors = not (
+        learn = not (
             self.config.learn_detectors_on == "negatives" and label is not None and label == self.positive
         )
-        for name, detector in self.detectors.items():
-            self.detector_calibrators[name].update(verdict.scores[name])
-            if learn_detectors:
+        if learn:
+            for detector in self.detectors.values():
                 detector.learn_one(verdict.x)
+        return self._observe(verdict)
+
+    def _observe(self, verdict: Verdict, anomaly_alert: bool | None = None) -> list[DriftEvent]:
+        """``observe_one`` less the detectors' learning (done already, or batch-wise).
+
+        ``anomaly_alert``: the calibrator's decision when the caller has updated it already.
+        """
+        if anomaly_alert is None:
+            _, anomaly_alert = self.calibrator.update(verdict.anomaly_score)
+        verdict.anomaly_alert = anomaly_alert
+        self._apply_decision_mode(verdict)
+        if verdict.anomaly_alert or verdict.classifier_alert:
+            self.n_alerts += 1
+        drifts: list[DriftEvent] = []
+        if len(verdict.scores) > 1:  # per-detector p-values only combine several detectors
+            calibrators = self.detector_calibrators
+            for name, score in verdict.scores.items():
+                calibrators[name].update(score)
         if self.score_monitor is not None:
             self._record(
                 self.score_monitor.update(verdict.anomaly_score, verdict.index, verdict.time), drifts
@@ -187,13 +263,20 @@ class Processor:
     # -- learning ------------------------------------------------------------------------------------------
     def learn_one(self, verdict: Verdict, label: str) -> list[DriftEvent]:
         """The supervised half: the label of an event scored earlier (now, or late through a LabelJoiner)."""
+        drifts = self._learn_label(verdict, label)
+        self.classifier.learn_one(verdict.x, label)
+        return drifts
+
+    def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
+        """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
         drifts: list[DriftEvent] = []
         if label not in self.class_counts:
             self.class_counts[label] = 0
             if label not in self.classes:
                 self.classes.append(label)
         self.class_counts[label] += 1
-        self._maybe_fix_positive()
+        if self.positive is None:
+            self._maybe_fix_positive()
         self.evaluator.update(
             verdict.index, label, verdict.predicted, verdict.alert, verdict.proba, verdict.anomaly_score
         )
@@ -205,7 +288,6 @@ class Processor:
                 self._keep(DriftEvent(verdict.index, f"prevalence:{cls}", "prior_tracker", verdict.time))
             )
         self.threshold.update(label, verdict.proba)
-        self.classifier.learn_one(verdict.x, label)
         self.n_learned += 1
         return drifts
 
@@ -216,6 +298,72 @@ class Processor:
         if event.label is not None:
             drifts += self.learn_one(verdict, event.label)
         return verdict, drifts
+
+    def process_many(self, events: Sequence[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
+        """``process_one`` over a batch, in order: the verdicts (one per event) and the drifts raised.
+
+        In batch mode the detectors score and learn the whole batch at once (same scores); a classifier with
+        batch forms scores the batch before learning it (see the module docstring). Otherwise, and when the
+        detectors' learning depends on a positive class not known yet, it is ``process_one`` on each event.
+        """
+        events = list(events)
+        verdicts: list[Verdict] = []
+        drifts: list[DriftEvent] = []
+        negatives_only = self.config.learn_detectors_on == "negatives"
+        if not self.batch or (negatives_only and self.positive is None):
+            for event in events:
+                verdict, raised = self.process_one(event)
+                verdicts.append(verdict)
+                drifts += raised
+            return verdicts, drifts
+        if not events:
+            return verdicts, drifts
+        transform = self.features.transform_one
+        xs = [transform(e.features) for e in events]
+        learn = None
+        if negatives_only:
+            positive = self.positive
+            learn = [e.label is None or e.label != positive for e in events]
+        columns = [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
+        classifier = self.classifier
+        batch_classifier = hasattr(classifier, "predict_proba_batch") and hasattr(classifier, "learn_batch")
+        probas: list[dict] | None = None
+        if batch_classifier:
+            probas = list(classifier.predict_proba_batch(xs)) if self.n_learned else [{}] * len(xs)
+        decide, combine, observe, calibrate = (
+            self._decide,
+            self._combine,
+            self._observe,
+            self.calibrator.update,
+        )
+        learned: list[tuple[dict[str, float], str, float | None]] = []
+        for i, event in enumerate(events):
+            x = xs[i]
+            raw = {name: scores[i] for name, scores in columns}
+            if probas is None:
+                proba = classifier.predict_proba_one(x) if self.n_learned else {}
+            else:
+                proba = probas[i]
+            score = combine(raw)
+            # The calibrator's p-value before the update is the one score_one reports: compute it once.
+            anomaly_p, anomaly_alert = calibrate(score)
+            verdict = decide(event, x, raw, score, proba, anomaly_p)
+            raised = observe(verdict, anomaly_alert)
+            label = event.label
+            if label is not None:
+                raised += self._learn_label(verdict, label)
+                if batch_classifier:
+                    learned.append((x, label, event.time))
+                else:
+                    classifier.learn_one(x, label)
+            verdicts.append(verdict)
+            if raised:
+                drifts += raised
+        if learned:
+            classifier.learn_batch(
+                [x for x, _, _ in learned], [y for _, y, _ in learned], [t for _, _, t in learned]
+            )
+        return verdicts, drifts
 
     def _maybe_fix_positive(self) -> None:
         if self.positive is not None or len(self.class_counts) != 2:
@@ -277,6 +425,39 @@ class Processor:
             "segments": evaluation.pop("segments", []),
             "history_truncated": evaluation.pop("history_truncated"),
         }
+
+
+def score_learn_many(
+    detector: base.AnomalyDetector, xs: Sequence[Mapping[str, float]], learn: Sequence[bool] | None = None
+) -> list[float]:
+    """Test-then-train over ``xs``: each event scored, then learned (where ``learn`` says so, default all).
+
+    Detectors with ``score_learn_many`` over arrays get the batch at once, once their feature order is known
+    (it is fixed by the first event they learn); the others go event by event. The scores are the same.
+
+    >>> from streamimb.registry import build_detector
+    >>> xs = [{"a": (i % 10) / 10, "b": float(i % 3)} for i in range(600)]
+    >>> one, many = build_detector("half_space_trees"), build_detector("numpy_half_space_trees")
+    >>> score_learn_many(one, xs) == score_learn_many(many, xs)
+    True
+    """
+    out: list[float] = []
+    i, n = 0, len(xs)
+    if hasattr(detector, "score_learn_many") and hasattr(detector, "feature_names"):
+        while i < n and detector.feature_names is None:
+            out.append(float(detector.score_one(xs[i])))
+            if learn is None or learn[i]:
+                detector.learn_one(xs[i])
+            i += 1
+        if i < n:
+            mask = None if learn is None else np.asarray(learn[i:], dtype=bool)
+            out.extend(detector.score_learn_many(detector.rows(xs[i:]), learn=mask).tolist())
+        return out
+    for i, x in enumerate(xs):
+        out.append(float(detector.score_one(x)))
+        if learn is None or learn[i]:
+            detector.learn_one(x)
+    return out
 
 
 def _accepts(kind: str) -> set[str]:

@@ -68,10 +68,24 @@ def one_class_svm(nu: float = 0.1, seed: int | None = None) -> base.AnomalyDetec
     return compose.Pipeline(preprocessing.StandardScaler(), anomaly.OneClassSVM(nu=nu))
 
 
+def numpy_half_space_trees(
+    n_trees: int = 25, height: int = 8, window_size: int = 250, seed: int | None = 42
+) -> base.AnomalyDetector:
+    """``half_space_trees`` in numpy (``streamimb.detectors.hst``): the same scores, a batch at a time.
+
+    Also scores and learns a 2-D array of events at once (``score_learn_many``), which the Processor uses in
+    batch mode; one event at a time it is slower than river's.
+    """
+    from streamimb.detectors.hst import ScaledHalfSpaceTrees
+
+    return ScaledHalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed)
+
+
 DETECTORS: dict[str, Callable[..., base.AnomalyDetector]] = {
     "half_space_trees": half_space_trees,
     "loda": loda,
     "one_class_svm": one_class_svm,
+    "numpy_half_space_trees": numpy_half_space_trees,
 }
 
 
