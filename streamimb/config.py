@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamimb.errors import ConfigError
@@ -134,6 +144,11 @@ class ModelConfig(Section):
         "all", description="'negatives': anomaly detectors skip events labelled with the rare class."
     )
     seed: int = 42
+    batch: bool = Field(
+        True,
+        description="Process each poll batch at once: detectors score and learn the batch as arrays (same "
+        "scores as event by event), the classifier batch-wise where it can. False: one event at a time.",
+    )
 
 
 class FileSourceConfig(Section):
@@ -196,6 +211,40 @@ class SeriesConfig(Section):
     params: dict[str, Any] = Field(default_factory=dict, description="SeriesAnomalyDetector parameters.")
 
 
+class CheckpointConfig(Section):
+    """Fault tolerance: signed per-partition snapshots of the model state and the offsets they cover."""
+
+    directory: str | None = Field(
+        None, description="Directory of checkpoint files; off when unset (model state is lost on restart)."
+    )
+    key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key (>= 16 bytes) signing checkpoints; or STREAMIMB_CHECKPOINT__KEY."
+    )
+    key_file: str | None = Field(None, description="File holding the key, instead of `key`.")
+    every_events: int = Field(10_000, ge=1, description="Checkpoint after this many records ...")
+    every_seconds: float = Field(30.0, gt=0, description="... or this many seconds, and on partition revoke.")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Largest snapshot (uncompressed).")
+    chunk_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Compressed snapshots are framed in chunks."
+    )
+    compression_level: int = Field(1, ge=0, le=9, description="zlib level.")
+    on_invalid: Literal["fail", "fresh"] = Field(
+        "fail", description="A refused checkpoint (tampered, foreign): stop with an error, or start fresh."
+    )
+
+    @model_validator(mode="after")
+    def _check_key(self) -> CheckpointConfig:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set checkpoint.key or checkpoint.key_file, not both")
+        if self.directory is not None and self.key is None and self.key_file is None:
+            raise ValueError(
+                "checkpoint.key or checkpoint.key_file is required when checkpoint.directory is set"
+            )
+        if self.key is not None and len(self.key.get_secret_value().encode()) < 16:
+            raise ValueError("checkpoint.key must be at least 16 bytes")
+        return self
+
+
 class LoggingConfig(Section):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -222,6 +271,7 @@ class ServiceConfig(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     service: ServiceLoopConfig = Field(default_factory=ServiceLoopConfig)
     series: SeriesConfig = Field(default_factory=SeriesConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod
