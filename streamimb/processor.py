@@ -108,10 +108,7 @@ class Processor:
         if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
             strategy_params.update(tracker=self.priors, update_tracker=False)
         self.classifier = build_strategy(self.strategy_name, base_classifier, **strategy_params)
-        threshold_params = dict(config.threshold.params)
-        if self._can_share_priors(THRESHOLDS.get(config.threshold.policy), threshold_params):
-            threshold_params["tracker"] = self.priors
-        self.threshold = build_threshold(config.threshold.policy, positive=positive, **threshold_params)
+        self.threshold = self._build_threshold(positive)
         drift = config.drift
         self.score_monitor = (
             DriftMonitor("score", drift.detector, drift.min_gap, drift.score_block, **drift.params)
@@ -370,8 +367,21 @@ class Processor:
             return
         if min(self.class_counts.values()) >= max(1, self.config.min_positive_labels):
             self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
-            params = self.config.threshold.params
-            self.threshold = build_threshold(self.config.threshold.policy, positive=self.positive, **params)
+            self.threshold = self._build_threshold(self.positive)
+
+    def _build_threshold(self, positive: str | None) -> Any:
+        """The configured threshold policy; plain argmax while a policy that needs the rare class waits
+        for it to be known (it is inferred once both classes have been seen often enough)."""
+        policy = self.config.threshold.policy
+        params = dict(self.config.threshold.params)
+        if self._can_share_priors(THRESHOLDS.get(policy), params):
+            params["tracker"] = self.priors
+        try:
+            return build_threshold(policy, positive=positive, **params)
+        except ValueError:
+            if positive is not None:
+                raise
+            return build_threshold("argmax", positive=None)
 
     def _record(self, drift: DriftEvent | None, into: list[DriftEvent]) -> None:
         if drift is not None:

@@ -109,3 +109,13 @@ def test_drift_on_feature_and_prevalence():
     assert "feature:a" in signals
     assert any(s.startswith("prevalence:") for s in signals)
     assert all(d.index >= 3000 for d in p.drifts if d.signal == "feature:a")
+
+
+def test_budget_policy_waits_for_the_inferred_positive_class():
+    p = Processor(
+        ModelConfig(threshold={"policy": "budget", "params": {"max_alerts": 5}}, min_positive_labels=5)
+    )
+    for event in make_stream(n=1500, rate=0.1):
+        p.process_one(event)
+    assert p.positive == "1"
+    assert type(p.threshold).__name__ == "AlertBudget"
