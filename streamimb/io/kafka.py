@@ -647,6 +647,19 @@ class KafkaSource:
         except ValueError as exc:
             raise SourceError(f"cannot seek {topic}[{partition}] to {offset}: {exc}") from exc
 
+    def generation(self) -> int:
+        """The consumer-group generation this member last joined (-1 before the first join or once lost).
+
+        Generations only grow in a group; a checkpoint store uses them to fence a stale owner.
+        """
+        self._check_open()
+        metadata = getattr(self._consumer, "group_metadata", None)
+        if metadata is not None:
+            return int(metadata().generation_id)
+        coordinator = getattr(self._consumer, "_coordinator", None)  # kafka-python 2
+        generation = getattr(coordinator, "_generation", None)
+        return int(getattr(generation, "generation_id", -1))
+
     def assignment(self) -> list[Partition]:
         """The partitions this member owns now, sorted."""
         self._check_open()

@@ -1,37 +1,69 @@
-"""The Kafka service loop: poll -> decode -> process -> sinks -> commit.
+"""The Kafka service loop: poll -> decode -> process -> sinks -> checkpoint -> commit.
 
-One Processor per events partition (state follows the partition when the group rebalances). Labels that
-arrive later on the labels topic are joined to their predictions by a LabelJoiner and learned by the
-partition that scored the event. Offsets are committed only after the batch's alerts and dead letters are
-acknowledged by their sinks, so an alert is never lost (it may be delivered twice after a crash; its
-``alert_id`` is stable so duplicates can be dropped downstream).
+Each events partition has its own state (a :class:`PartitionState`: a Processor, a LabelJoiner of the
+predictions that wait for their label, and the offsets both cover); the state moves with its partition when
+the consumer group rebalances. Labels come on a labels topic that is *co-partitioned* with the events topic
+(same partition count, produced with the event's key), so partition ``P`` of the labels topic belongs to the
+state of events partition ``P`` and the label offset is checkpointed with the model that learned the label.
+
+The consistency point, with ``checkpoint.directory`` set (see :mod:`streamimb.service.state`): every
+batch's alerts and dead letters are flushed first; every ``checkpoint.every_events`` records or
+``checkpoint.every_seconds``, on partition revoke and at shutdown, each changed partition's state is written
+as one signed file together with the next offsets it covers, and only then are those offsets committed. On
+assignment the checkpoint is loaded and the consumer seeks to its offsets (they win over the group's committed
+ones), so after a crash at any moment every event is learned exactly once. Alerts are at-least-once: events
+after the last checkpoint are scored again and raise the same alerts with the same ``alert_id``.
+
+Without a checkpoint directory the state lives in memory only, offsets are committed after every batch, and
+a restart begins with fresh models.
+
+Bad input never stops the loop: every record that cannot be decoded or processed goes to the dead-letter
+topic with its reason, so ``consumed == processed + dead-lettered`` for events.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from streamimb import __version__
 from streamimb.config import EventSchema, ServiceConfig
 from streamimb.decoding import EventDecoder
-from streamimb.errors import DecodeError, SinkError
-from streamimb.events import Alert, DeadLetter, DriftEvent, Verdict
+from streamimb.errors import CheckpointError, DecodeError, SinkError, SourceError
+from streamimb.events import Alert, DeadLetter, DriftEvent, Event, Verdict
 from streamimb.io.files import JsonlSink
-from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord
-from streamimb.labels import LabelJoiner
-from streamimb.pipeline import InputRecord, Pipeline
+from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord, topic_partitions
+from streamimb.labels import OUTCOMES, LabelJoiner
+from streamimb.pipeline import BatchResult, InputRecord, Pipeline
 from streamimb.processor import Processor
+from streamimb.service.state import (
+    CheckpointFenced,
+    CheckpointRefused,
+    FileCheckpointStore,
+    SnapshotCodec,
+    config_hash,
+    load_key,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_SCHEMA_DEFAULTS = {"id": "id", "time": "time", "label": "label"}
+
+#: Numbers beyond this magnitude are dead-lettered (``bad_number``): no measured quantity is that large, and
+#: the models' arithmetic overflows on them (river's HalfSpaceTrees raises OverflowError near 1e200).
+MAX_ABS_NUMBER = 1e100
+#: Event ids and labels longer than this are dead-lettered (``bad_type``): they would bloat alerts and state.
+MAX_ID_CHARS = 1024
+#: Dead letters keep at most this share of ``max_message_bytes`` of the raw record (base64 grows it by 4/3).
+_DEAD_LETTER_RAW_SHARE = 0.5
 
 
 def service_schema(schema: EventSchema) -> EventSchema:
@@ -52,6 +84,8 @@ class BatchOutcome:
     latencies: list[float] = field(default_factory=list)
     labels: Counter[str] = field(default_factory=Counter)
     label_records: int = 0
+    event_dead_letters: int = 0
+    label_dead_letters: int = 0
 
 
 class LabelDecoder:
@@ -63,11 +97,20 @@ class LabelDecoder:
         self.classes = set(schema.classes) if schema.classes else None
 
     def decode(self, raw: bytes | None) -> tuple[str, str, float | None]:
+        """``(event_id, label, time)``; a DecodeError with a bounded reason for anything else.
+
+        >>> LabelDecoder(EventSchema()).decode(b'{"id": 7, "label": 1.0}')
+        ('7', '1', None)
+        >>> LabelDecoder(EventSchema()).decode(b'{"id": 7, "label": 1, "time": 1e999}')
+        Traceback (most recent call last):
+        ...
+        streamimb.errors.DecodeError: bad_time: label time is not a finite number
+        """
         if not raw:
             raise DecodeError("malformed_json", "empty label record")
         try:
             doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise DecodeError("malformed_json", str(exc)[:200]) from None
         if not isinstance(doc, dict):
             raise DecodeError("not_an_object", type(doc).__name__)
@@ -79,15 +122,81 @@ class LabelDecoder:
             raise DecodeError("missing_label", "label record without a label")
         if isinstance(label, float) and label.is_integer():
             label = int(label)
-        label = self.label_map.get(str(label), str(label))
+        event_id, label = _bounded_text("event id", event_id), _bounded_text("label", label)
+        label = self.label_map.get(label, label)
         if self.classes is not None and label not in self.classes:
-            raise DecodeError("unknown_label", f"label {label!r} not in {sorted(self.classes)}")
+            raise DecodeError("unknown_label", f"label {label[:100]!r} not in {sorted(self.classes)}")
         t = doc.get("time")
-        return (
-            str(event_id),
-            label,
-            float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None,
-        )
+        if t is None or isinstance(t, bool) or not isinstance(t, int | float):
+            return event_id, label, None
+        try:
+            t = float(t)
+        except OverflowError:
+            t = math.inf
+        if not math.isfinite(t):
+            raise DecodeError("bad_time", "label time is not a finite number")
+        return event_id, label, t
+
+
+def _bounded_text(what: str, value: Any) -> str:
+    text = str(value)  # JSON integers are under 4,300 digits (Python refuses longer ones)
+    if len(text) > MAX_ID_CHARS:
+        raise DecodeError("bad_type", f"{what} longer than {MAX_ID_CHARS} characters")
+    return text
+
+
+class GuardedDecoder:
+    """An EventDecoder whose every failure is a DecodeError, and which refuses numbers that break models.
+
+    Turns stray exceptions on hostile input (integers too large for a float, JSON numbers with thousands
+    of digits, deep nesting) into dead-letter reasons, and refuses magnitudes above :data:`MAX_ABS_NUMBER`
+    and ids longer than :data:`MAX_ID_CHARS`.
+
+    >>> d = GuardedDecoder(EventDecoder(service_schema(EventSchema())))
+    >>> d.decode_json(b'{"id": "a", "x": 1e300}')
+    Traceback (most recent call last):
+    ...
+    streamimb.errors.DecodeError: bad_number: field 'x': 1e+300 is out of range (|x| > 1e+100)
+    >>> d.decode_json(b'{"id": "a", "x": 1' + b'0' * 400 + b'}').features
+    Traceback (most recent call last):
+    ...
+    streamimb.errors.DecodeError: bad_number: int too large to convert to float
+    """
+
+    def __init__(self, inner: EventDecoder, max_abs: float = MAX_ABS_NUMBER) -> None:
+        self.inner = inner
+        self.max_abs = max_abs
+
+    def decode_json(self, raw: bytes | str, row: int = -1) -> Event:
+        return self._guard(self.inner.decode_json, raw, row)
+
+    def decode(self, record: Any, row: int = -1) -> Event:
+        return self._guard(self.inner.decode, record, row)
+
+    def _guard(self, fn: Callable[..., Event], arg: Any, row: int) -> Event:
+        try:
+            event = fn(arg, row=row)
+        except DecodeError:
+            raise
+        except RecursionError:
+            raise DecodeError("malformed_json", "nested too deeply") from None
+        except OverflowError as exc:
+            raise DecodeError("bad_number", str(exc)[:200]) from None
+        except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+            reason = "bad_number" if "digits" in str(exc) else "malformed_json"
+            raise DecodeError(reason, str(exc)[:200]) from None
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise DecodeError("bad_type", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        for name, value in event.features.items():
+            if isinstance(value, float) and abs(value) > self.max_abs:
+                raise DecodeError(
+                    "bad_number", f"field {name[:100]!r}: {value!r} is out of range (|x| > {self.max_abs:g})"
+                )
+        if len(event.id) > MAX_ID_CHARS:
+            raise DecodeError("bad_type", f"event id longer than {MAX_ID_CHARS} characters")
+        if event.label is not None and len(event.label) > MAX_ID_CHARS:
+            raise DecodeError("bad_type", f"label longer than {MAX_ID_CHARS} characters")
+        return event
 
 
 class AlertSinks:
@@ -120,6 +229,59 @@ class AlertSinks:
                 sink.close()
 
 
+@dataclass
+class PartitionState:
+    """Everything one events partition owns: its pipeline (Processor), joiner, and the offsets they cover.
+
+    ``offsets`` maps a topic to the next offset the state has *not* seen (events topic, and the labels topic
+    when co-partitioned). ``checkpoint_id`` is the checkpoint the state descends from (fencing lineage),
+    ``generation`` the consumer-group generation that acquired the partition.
+    """
+
+    partition: int
+    pipeline: Pipeline
+    joiner: LabelJoiner[Verdict]
+    newest_event_time: float | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    checkpoint_id: str | None = None
+    generation: int = -1
+    learned_at_start: int = 0
+    learned_checkpointed: int = 0
+    dirty: int = 0
+    owned: bool = True
+    careful_until: int | None = None
+
+    @property
+    def processor(self) -> Processor:
+        return self.pipeline.processor
+
+    def snapshot(self) -> dict[str, Any]:
+        """The picklable part of the state (the decoder is rebuilt from the config)."""
+        return {
+            "processor": self.pipeline.processor,
+            "joiner": self.joiner,
+            "newest_event_time": self.newest_event_time,
+        }
+
+
+class JoinerView:
+    """Read-only totals over the per-partition joiners (``len``: pending predictions; ``early_labels``)."""
+
+    def __init__(self, runner: ServiceRunner) -> None:
+        self._runner = runner
+
+    def __len__(self) -> int:
+        return sum(len(s.joiner) for s in list(self._runner.states.values()))
+
+    @property
+    def early_labels(self) -> int:
+        return sum(s.joiner.early_labels for s in list(self._runner.states.values()))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {k: self._runner.label_counts.get(k, 0) for k in OUTCOMES}
+
+
 class ServiceRunner:
     """Runs the service until stopped, ``max_events`` event records, or ``idle_timeout`` seconds idle."""
 
@@ -137,50 +299,100 @@ class ServiceRunner:
         self.on_batch = on_batch
         self.extra_sinks = list(extra_sinks)
         self.model_version = f"streamimb-{__version__}"
-        self.pipelines: dict[int, Pipeline] = {}
-        self.joiner: LabelJoiner[tuple[int, Verdict]] = LabelJoiner(
-            config.labels.ttl_seconds, config.labels.max_pending
-        )
+        self.states: dict[int, PartitionState] = {}
         self.label_decoder = LabelDecoder(self.schema)
+        self.label_counts: Counter[str] = Counter()
+        self.store = _build_store(config)
         self._stop = threading.Event()
-        self._newest_event_time: float | None = None
+        self._state_lock = threading.RLock()
+        self._learned_dropped: Counter[int] = Counter()
+        self._loose_label_offsets: dict[Partition, int] = {}
+        self._pending_commit: dict[Partition, int] = {}
+        self._fenced: set[int] = set()
+        self._co_partitioned = True
+        self._can_checkpoint = True
+        self._rebalancing = False
+        self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
         self.consumed = 0
         self.labels_consumed = 0
         self.processed = 0
         self.dead_lettered = 0
+        self.event_dead_letters = 0
+        self.label_dead_letters = 0
         self.alerts_sent = 0
+        self.checkpoints_written = 0
+        self.checkpoint_seconds = 0.0
+        self.checkpoint_bytes: dict[int, int] = {}
+        self.restored: dict[int, int] = {}
         self.source: KafkaSource | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish the batch in hand, flush, commit and return."""
+        """Ask the loop to finish the batch in hand, flush, checkpoint, commit and return."""
         self._stop.set()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def pipelines(self) -> dict[int, Pipeline]:
+        """The pipeline of every partition state held now."""
+        return {p: s.pipeline for p, s in list(self.states.items())}
+
+    @property
+    def joiner(self) -> JoinerView:
+        return JoinerView(self)
+
     def pipeline(self, partition: int) -> Pipeline:
-        pipeline = self.pipelines.get(partition)
-        if pipeline is None:
+        return self._state(partition).pipeline
+
+    def _new_state(self, partition: int, snapshot: dict[str, Any] | None = None) -> PartitionState:
+        decoder = GuardedDecoder(EventDecoder(self.schema, require_label=False))
+        if snapshot is None:
+            # The service reports rolling metrics only: a per-event history would grow state without bound.
+            model = self.config.model
+            model = model.model_copy(
+                update={"evaluation": model.evaluation.model_copy(update={"keep_history": False})}
+            )
             processor = Processor(
-                self.config.model,
+                model,
                 positive=self.schema.positive_class,
                 classes=self.schema.classes,
                 max_categories=self.schema.max_categories,
             )
-            decoder = EventDecoder(self.schema, require_label=False)
-            pipeline = self.pipelines[partition] = Pipeline(processor, decoder, self.model_version)
-        return pipeline
+            joiner: LabelJoiner[Verdict] = LabelJoiner(
+                self.config.labels.ttl_seconds, self.config.labels.max_pending
+            )
+            newest = None
+        else:
+            processor, joiner, newest = (
+                snapshot["processor"],
+                snapshot["joiner"],
+                snapshot.get("newest_event_time"),
+            )
+        pipeline = Pipeline(processor, decoder, self.model_version)
+        n = processor.n_learned
+        return PartitionState(partition, pipeline, joiner, newest, learned_at_start=n, learned_checkpointed=n)
+
+    def _state(self, partition: int) -> PartitionState:
+        state = self.states.get(partition)
+        if state is None:
+            state = self.states[partition] = self._new_state(partition)
+        return state
 
     def run(self) -> dict[str, Any]:
         """The main loop; returns a summary of what it did."""
         cfg = self.config
         topics = [self.kafka.events_topic] + ([self.kafka.labels_topic] if self.kafka.labels_topic else [])
+        self._check_co_partitioning()
         file_sink = JsonlSink(cfg.alerts_file.path) if cfg.alerts_file.path else None
         alerts = AlertSinks(KafkaSink(self.kafka, self.kafka.alerts_topic), file_sink, self.extra_sinks)
         dead = KafkaSink(self.kafka, self.kafka.dead_letter_topic)
-        self.source = source = KafkaSource(self.kafka, topics)
+        self.source = source = KafkaSource(
+            self.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         if self.telemetry is not None:
             self.telemetry.add_state_source(self.partition_stats)
         idle_since = time.monotonic()
@@ -188,21 +400,37 @@ class ServiceRunner:
         started = time.monotonic()
         max_events, idle_timeout = cfg.service.max_events, cfg.service.idle_timeout
         log.info(
-            "consuming %s as group %r from %s", topics, self.kafka.group_id, self.kafka.bootstrap_servers
+            "consuming %s as group %r from %s; checkpoints %s",
+            topics,
+            self.kafka.group_id,
+            self.kafka.bootstrap_servers,
+            self.store.directory if self.store is not None else "off (state is lost on restart)",
         )
+        completed = False
         try:
             while not self._stop.is_set():
                 records = source.poll()
-                self._set_ready(source.connected)
+                connected = source.connected
+                self._set_ready(connected)
                 if not records:
-                    if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    self._maybe_checkpoint()
+                    if self._pending_commit and connected:
+                        self._commit({})
+                    if not connected or self._rebalancing or not source.assignment():
+                        idle_since = time.monotonic()  # a broker outage or a rebalance is not idleness
+                    elif idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
                         log.info("idle for %.1fs: stopping", idle_timeout)
                         break
                     continue
                 idle_since = time.monotonic()
+                self._can_checkpoint = False  # until this batch's outputs are delivered
                 outcome = self.process_batch(records)
                 self._deliver(outcome, alerts, dead)
-                source.commit(_next_offsets(records))
+                self._can_checkpoint = True
+                if self.store is None:
+                    self._commit(_next_offsets(records))
+                else:
+                    self._maybe_checkpoint()
                 self._account(outcome, source, records)
                 if self.on_batch is not None:
                     self.on_batch(self, outcome)
@@ -212,12 +440,234 @@ class ServiceRunner:
                 if max_events is not None and self.consumed >= max_events:
                     log.info("consumed %d event records: stopping", self.consumed)
                     break
+            self.checkpoint("shutdown")
+            completed = True
         finally:
+            self._can_checkpoint = completed  # after a failure, revoke must not checkpoint undelivered work
             self._set_ready(False)
-            source.close()
-            alerts.close()
-            dead.close()
+            try:
+                source.close()
+            finally:
+                alerts.close()
+                dead.close()
         return self.summary()
+
+    def _check_co_partitioning(self) -> None:
+        labels = self.kafka.labels_topic
+        if not labels:
+            return
+        try:
+            counts = topic_partitions(self.kafka)
+        except SourceError as exc:
+            log.warning("cannot read partition counts (%s); assuming labels are co-partitioned", exc)
+            return
+        n_events, n_labels = counts.get(self.kafka.events_topic), counts.get(labels)
+        if n_events is not None and n_labels is not None and n_events != n_labels:
+            self._co_partitioned = False
+            log.warning(
+                "labels topic %r has %d partitions, events topic %r has %d: labels are not co-partitioned, "
+                "so they are matched across the partitions this process owns and their offsets are "
+                "committed at checkpoints; produce labels with the event's key to a topic with the same "
+                "partition count for joins that survive rebalances",
+                labels,
+                n_labels,
+                self.kafka.events_topic,
+                n_events,
+            )
+
+    # -- rebalance callbacks (run while the loop is blocked in poll(), between batches) ---------------
+    def _on_assign(self, partitions: list[Partition]) -> None:
+        source = self.source
+        generation = source.generation() if source is not None else -1
+        events = {p for t, p in partitions if t == self.kafka.events_topic}
+        labels = {p for t, p in partitions if t == self.kafka.labels_topic}
+        self._rebalancing = False
+        owned = set(partitions)
+        self._pending_commit = {k: v for k, v in self._pending_commit.items() if k in owned}
+        with self._state_lock:
+            self._fenced.clear()
+            for p in [p for p in self.states if p not in events]:
+                self._drop(p)
+            for p in sorted(events):
+                state = self._acquire(p, generation)
+                state.generation, state.owned = generation, True
+                if source is None:
+                    continue
+                for topic, offset in state.offsets.items():
+                    if topic == self.kafka.events_topic or (topic == self.kafka.labels_topic and p in labels):
+                        source.seek(topic, p, offset)
+        log.info(
+            "assigned %s (generation %d): %s",
+            sorted(partitions),
+            generation,
+            {p: self.states[p].processor.n_learned for p in sorted(events)},
+        )
+
+    def _acquire(self, partition: int, generation: int) -> PartitionState:
+        """A newly assigned partition's state: the one in memory if still current, else its checkpoint's."""
+        held = self.states.get(partition)
+        if self.store is None:
+            return held if held is not None else self._state(partition)
+        topic = self.kafka.events_topic
+        try:
+            header = self.store.read_header(topic, partition)
+            current = header.checkpoint_id if header is not None else None
+        except CheckpointRefused:
+            current = "refused"  # load() below raises the full reason
+        if held is not None and current == held.checkpoint_id:
+            return held  # nobody wrote since this process's last checkpoint of it: keep the live state
+        if held is not None:
+            self._drop(partition)
+        try:
+            ckpt = self.store.load(topic, partition)
+        except CheckpointRefused as exc:
+            path = self.store.path(topic, partition)
+            if self.config.checkpoint.on_invalid == "fail":
+                raise CheckpointError(
+                    f"checkpoint {path} refused ({exc}); it was not loaded. Move it away, or set "
+                    "checkpoint.on_invalid=fresh to start that partition with a fresh model"
+                ) from None
+            aside = path.with_name(f"{path.name}.refused-{int(time.time())}")
+            path.replace(aside)
+            log.error("checkpoint %s refused (%s); moved to %s, starting a fresh model", path, exc, aside)
+            ckpt = None
+        if ckpt is None:
+            state = self.states[partition] = self._new_state(partition)
+            log.info("%s[%d]: no checkpoint, fresh model from the group's committed offset", topic, partition)
+            return state
+        state = self._new_state(partition, ckpt.state)
+        state.offsets = dict(ckpt.header.offsets)
+        state.checkpoint_id = ckpt.header.checkpoint_id
+        self.states[partition] = state
+        self.restored[partition] = ckpt.header.learned
+        if self.telemetry is not None:
+            self.telemetry.set_checkpoint(partition, ckpt.header.created)
+        log.info(
+            "%s[%d]: restored checkpoint of generation %d (%d learned events, offsets %s)",
+            topic,
+            partition,
+            ckpt.header.generation,
+            ckpt.header.learned,
+            ckpt.header.offsets,
+        )
+        return state
+
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        self._release(partitions, commit=True)
+
+    def _on_lost(self, partitions: list[Partition]) -> None:
+        self._release(
+            partitions, commit=False
+        )  # no longer a member: a commit would fail; fencing guards files
+
+    def _release(self, partitions: list[Partition], commit: bool) -> None:
+        self._rebalancing = True
+        events = {p for t, p in partitions if t == self.kafka.events_topic}
+        with self._state_lock:
+            if self._can_checkpoint:
+                self.checkpoint("revoke", partitions=events, commit=commit)
+            for p in events:
+                if p in self.states:
+                    self.states[p].owned = False
+
+    def _drop(self, partition: int, discard: bool = False) -> None:
+        """Forget a partition's state; ``discard``: its work since the last checkpoint is thrown away."""
+        state = self.states.pop(partition, None)
+        if state is None:
+            return
+        kept = state.learned_checkpointed if discard else state.processor.n_learned
+        self._learned_dropped[partition] += kept - state.learned_at_start
+        if self.telemetry is not None:
+            self.telemetry.remove_partition(partition)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def _maybe_checkpoint(self) -> None:
+        if self.store is None or not self._can_checkpoint:
+            return
+        cfg = self.config.checkpoint
+        due = self._since_checkpoint >= cfg.every_events
+        if not due and time.monotonic() - self._last_checkpoint >= cfg.every_seconds:
+            due = any(s.dirty for s in self.states.values()) or bool(self._loose_label_offsets)
+            if not due:
+                self._last_checkpoint = time.monotonic()
+        if due:
+            self.checkpoint("interval")
+
+    def checkpoint(
+        self, reason: str = "manual", partitions: Iterable[int] | None = None, commit: bool = True
+    ) -> int:
+        """Write the changed states (all, or ``partitions``), then commit the offsets they cover.
+
+        Call only between batches, after the sinks were flushed. Returns the number of files written.
+        """
+        if self.store is None:
+            return 0
+        wanted = set(self.states) if partitions is None else set(partitions)
+        offsets: dict[Partition, int] = {}
+        written = 0
+        started = time.perf_counter()
+        with self._state_lock:
+            for p in sorted(wanted):
+                state = self.states.get(p)
+                if state is None or not state.owned or not state.dirty:
+                    continue
+                try:
+                    header = self.store.save(
+                        self.kafka.events_topic,
+                        p,
+                        state.snapshot(),
+                        offsets=state.offsets,
+                        learned=state.processor.n_learned,
+                        generation=state.generation,
+                        parent_id=state.checkpoint_id,
+                        extra={"events": state.processor.n_events, "pending_labels": len(state.joiner)},
+                    )
+                except CheckpointFenced as exc:
+                    log.warning("%s; dropping this process's copy of partition %d", exc, p)
+                    self._drop(p, discard=True)
+                    self._fenced.add(p)
+                    continue
+                state.checkpoint_id, state.dirty = header.checkpoint_id, 0
+                state.learned_checkpointed = header.learned
+                written += 1
+                self.checkpoint_bytes[p] = header.payload_bytes
+                for topic, offset in state.offsets.items():
+                    offsets[(topic, p)] = offset
+                if self.telemetry is not None:
+                    self.telemetry.set_checkpoint(p, header.created)
+            if not any(s.dirty for s in self.states.values() if s.owned):
+                # labels matched outside their own partition: safe to commit once every model is on disk
+                offsets.update(self._loose_label_offsets)
+                self._loose_label_offsets = {}
+            if partitions is None:
+                self._since_checkpoint = 0
+                self._last_checkpoint = time.monotonic()
+        elapsed = time.perf_counter() - started
+        self.checkpoints_written += written
+        self.checkpoint_seconds += elapsed
+        if written:
+            log.debug("checkpoint (%s): %d partition(s) in %.3fs", reason, written, elapsed)
+        if commit and offsets:
+            self._commit(offsets)
+        return written
+
+    def _commit(self, offsets: dict[Partition, int]) -> None:
+        """Commit ``offsets`` and any that could not be committed before; never while disconnected.
+
+        A failed commit is kept and retried later (a checkpoint, when on, is authoritative anyway), so a
+        broker outage never blocks the loop in commit retries.
+        """
+        pending = self._pending_commit
+        for key, offset in offsets.items():
+            pending[key] = max(pending.get(key, 0), offset)
+        if self.source is None or not pending or not self.source.connected:
+            return
+        try:
+            self.source.commit(pending)
+        except SourceError as exc:
+            log.warning("offset commit failed (%s); it is retried with the next batch or checkpoint", exc)
+            return
+        self._pending_commit = {}
 
     # -- one batch ---------------------------------------------------------------------------------
     def process_batch(self, records: list[RawRecord]) -> BatchOutcome:
@@ -228,53 +678,179 @@ class ServiceRunner:
         for r in records:
             (by_partition[r.partition] if r.topic == self.kafka.events_topic else label_records).append(r)
         limit = self.kafka.max_message_bytes
-        for partition, recs in by_partition.items():
-            pipeline = self.pipeline(partition)
-            inputs = [_input_record(r, limit) for r in recs]
-            result = pipeline.handle(inputs)
-            outcome.consumed += len(recs)
-            outcome.processed += len(result.events)
-            outcome.alerts += result.alerts
-            outcome.dead_letters += result.dead_letters
-            outcome.drifts += result.drifts
-            outcome.latencies += result.latencies
-            for event, verdict in zip(result.events, result.verdicts, strict=True):
-                if event.time is not None:
-                    self._newest_event_time = max(self._newest_event_time or event.time, event.time)
-                if event.label is None and self.kafka.labels_topic:
-                    early = self._joined_label(outcome, self.joiner.add, event.id, (partition, verdict))
-                    if early is not None:
-                        outcome.drifts += pipeline.processor.learn_one(verdict, early)
-        outcome.label_records = len(label_records)
-        for r in label_records:
-            self._learn_label(r, outcome)
+        recovered: set[int] = set()
+        with self._state_lock:
+            for partition, recs in by_partition.items():
+                if partition in self._fenced:
+                    continue
+                state = self._state(partition)
+                inputs = [_input_record(r, limit) for r in recs]
+                result = self._handle(state, recs, inputs)
+                if result is None:  # the partition was rewound to its checkpoint: these records come again
+                    recovered.add(partition)
+                    continue
+                outcome.consumed += len(recs)
+                outcome.processed += len(result.events)
+                outcome.alerts += result.alerts
+                outcome.dead_letters += [self._bounded(d) for d in result.dead_letters]
+                outcome.event_dead_letters += len(result.dead_letters)
+                outcome.drifts += result.drifts
+                outcome.latencies += result.latencies
+                for event, verdict in zip(result.events, result.verdicts, strict=True):
+                    if event.time is not None:
+                        state.newest_event_time = max(state.newest_event_time or event.time, event.time)
+                    if event.label is None and self.kafka.labels_topic:
+                        early = self._join(outcome, state, state.joiner.add, event.id, _slim(verdict))
+                        if early is not None:
+                            outcome.drifts += state.processor.learn_one(verdict, early)
+                state.offsets[self.kafka.events_topic] = recs[-1].offset + 1
+                state.dirty += len(recs)
+                self._since_checkpoint += len(recs)
+            outcome.label_records = 0
+            for r in label_records:
+                if self._co_partitioned and r.partition in recovered | self._fenced:
+                    continue  # rewound with its events partition (or not ours): it comes again
+                outcome.label_records += 1
+                self._learn_label(r, outcome)
         return outcome
 
+    def _handle(
+        self, state: PartitionState, recs: list[RawRecord], inputs: list[InputRecord]
+    ) -> BatchResult | None:
+        """Run the pipeline; a failure the decoder did not catch is isolated to its record (see below)."""
+        careful = state.careful_until is not None and recs[0].offset <= state.careful_until
+        if not careful:
+            try:
+                return state.pipeline.handle(inputs)
+            except Exception:
+                log.exception("processing a batch of partition %d failed", state.partition)
+                return self._recover(state, recs, inputs)
+        result = BatchResult()
+        for rec in inputs:  # one at a time: the record that fails is dead-lettered, the others are processed
+            try:
+                one = state.pipeline.handle([rec])
+            except Exception as exc:
+                log.exception("processing %s[%d]@%d failed", rec.source, rec.partition, rec.offset)
+                one = BatchResult(dead_letters=[_processing_error(rec, exc)])
+            for name in ("events", "verdicts", "alerts", "dead_letters", "drifts", "latencies"):
+                getattr(result, name).extend(getattr(one, name))
+        if recs[-1].offset >= (state.careful_until or -1):
+            state.careful_until = None
+        return result
+
+    def _recover(
+        self, state: PartitionState, recs: list[RawRecord], inputs: list[InputRecord]
+    ) -> BatchResult | None:
+        """After an unexpected processing error the partition's model may hold part of the batch.
+
+        With checkpoints: reload the partition from its checkpoint, seek back, and process the records up to
+        the failed batch's end one at a time (the failing one is dead-lettered). Without: the batch's records
+        go to the dead-letter topic (the model may have learned some of them).
+        """
+        p = state.partition
+        source = self.source
+        if self.store is not None and source is not None and state.owned:
+            self._drop(p, discard=True)
+            fresh = self._acquire(p, state.generation)
+            fresh.generation, fresh.careful_until = state.generation, recs[-1].offset
+            topics = [self.kafka.events_topic]
+            if self._co_partitioned and self.kafka.labels_topic:
+                topics.append(self.kafka.labels_topic)
+            owned = set(source.assignment())
+            for topic in topics:
+                if (topic, p) not in owned:
+                    continue
+                offset = fresh.offsets.get(topic)
+                if offset is None:  # no checkpoint yet: back to the group's committed offset
+                    offset = source.committed([(topic, p)]).get((topic, p)) or 0
+                source.seek(topic, p, offset)
+            log.error(
+                "partition %d rewound to its checkpoint; replaying up to offset %d one record at a time",
+                p,
+                recs[-1].offset,
+            )
+            return None
+        exc = RuntimeError("the batch failed; the model may have learned part of it")
+        return BatchResult(dead_letters=[_processing_error(rec, exc) for rec in inputs])
+
     def _learn_label(self, record: RawRecord, outcome: BatchOutcome) -> None:
+        home = self.states.get(record.partition) if self._co_partitioned else None
+        if home is not None and not home.owned:
+            home = None
+        if home is not None:
+            home.offsets[record.topic] = record.offset + 1
+            home.dirty += 1
+        else:
+            key = (record.topic, record.partition)
+            self._loose_label_offsets[key] = max(self._loose_label_offsets.get(key, 0), record.offset + 1)
+        self._since_checkpoint += 1
+        if record.value is not None and len(record.value) > self.kafka.max_message_bytes:
+            exc = DecodeError("oversized", f"{len(record.value)} bytes > max_message_bytes")
+            outcome.dead_letters.append(self._bounded(_dead_letter(record, exc)))
+            outcome.label_dead_letters += 1
+            return
         try:
             event_id, label, _ = self.label_decoder.decode(record.value)
         except DecodeError as exc:
-            outcome.dead_letters.append(_dead_letter(record, exc))
+            outcome.dead_letters.append(self._bounded(_dead_letter(record, exc)))
+            outcome.label_dead_letters += 1
             return
-        match = self._joined_label(outcome, self.joiner.match, event_id, label)
-        if match is None:
+        target = home
+        if home is None or not _pending(home.joiner, event_id):
+            holder = next((s for s in self.states.values() if s.owned and _pending(s.joiner, event_id)), None)
+            if holder is not None:
+                target = holder
+            elif any(_joined(s.joiner, event_id) for s in self.states.values()):
+                outcome.labels["duplicate"] += 1
+                self.label_counts["duplicate"] += 1
+                return
+        if target is None:
+            target = home or next((s for _, s in sorted(self.states.items()) if s.owned), None)
+        if target is None:
+            outcome.labels["unknown"] += 1  # no partition here to keep it for its event
+            self.label_counts["unknown"] += 1
             return
-        partition, verdict = match
-        outcome.drifts += self.pipeline(partition).processor.learn_one(verdict, label)
+        if target is not home:
+            target.dirty += 1
+        verdict = self._join(outcome, target, target.joiner.match, event_id, label)
+        if verdict is not None:
+            outcome.drifts += target.processor.learn_one(verdict, label)
 
-    def _joined_label(self, outcome: BatchOutcome, step: Callable[..., Any], *args: Any) -> Any:
+    def _join(
+        self, outcome: BatchOutcome, state: PartitionState, step: Callable[..., Any], *args: Any
+    ) -> Any:
         """Run one joiner step (``add`` or ``match``) and add the outcome counts it caused to the batch's."""
-        before = dict(self.joiner.counts)
-        result = step(*args, now=self._now())
-        for k, v in self.joiner.counts.items():
+        joiner = state.joiner
+        before = dict(joiner.counts)
+        result = step(*args, now=self._now(state))
+        for k, v in joiner.counts.items():
             if v != before[k]:
                 outcome.labels[k] += v - before[k]
+                self.label_counts[k] += v - before[k]
         return result
 
-    def _now(self) -> float:
-        if self.config.labels.clock == "event" and self._newest_event_time is not None:
-            return self._newest_event_time
+    def _now(self, state: PartitionState) -> float:
+        if self.config.labels.clock == "event" and state.newest_event_time is not None:
+            return state.newest_event_time
         return time.time()
+
+    def _bounded(self, letter: DeadLetter) -> DeadLetter:
+        """Cut a dead letter's raw bytes so that its JSON (base64) fits the dead-letter record limit."""
+        cap = max(1024, int(self.kafka.max_message_bytes * _DEAD_LETTER_RAW_SHARE))
+        if len(letter.raw) <= cap and len(letter.detail) <= 1000:
+            return letter
+        detail = letter.detail[:1000]
+        if len(letter.raw) > cap:
+            detail += f" (raw cut to {cap} of {len(letter.raw)} bytes)"
+        return DeadLetter(
+            letter.reason,
+            detail,
+            letter.raw[:cap],
+            letter.source,
+            letter.partition,
+            letter.offset,
+            letter.row,
+        )
 
     def _deliver(self, outcome: BatchOutcome, alerts: AlertSinks, dead: KafkaSink) -> None:
         """Send and flush until every sink acknowledged (retrying with backoff); offsets wait for this."""
@@ -301,6 +877,8 @@ class ServiceRunner:
         self.labels_consumed += outcome.label_records
         self.processed += outcome.processed
         self.dead_lettered += len(outcome.dead_letters)
+        self.event_dead_letters += outcome.event_dead_letters
+        self.label_dead_letters += outcome.label_dead_letters
         self.alerts_sent += len(outcome.alerts)
         if self.telemetry is None:
             return
@@ -317,7 +895,12 @@ class ServiceRunner:
         for r in records:
             newest[(r.topic, r.partition)] = r.timestamp_ms
         now = time.time()
-        for (topic, partition), lag in source.lag().items():
+        try:
+            lags = source.lag()
+        except SourceError as exc:
+            log.debug("lag unavailable: %s", exc)
+            return
+        for (topic, partition), lag in lags.items():
             if topic != self.kafka.events_topic:
                 continue
             ts = newest.get((topic, partition))
@@ -333,8 +916,8 @@ class ServiceRunner:
         from streamimb.service.telemetry import ProcessorStats
 
         out = {}
-        for partition, pipeline in list(self.pipelines.items()):
-            s = pipeline.processor.stats()
+        for partition, state in list(self.states.items()):
+            s = state.processor.stats()
             out[partition] = ProcessorStats(
                 learned_events=s["learned_events"],
                 prevalence_estimate={str(k): v for k, v in s["prevalence_estimate"].items()},
@@ -361,8 +944,8 @@ class ServiceRunner:
         drifts = 0
         positive = None
         prevalences = []
-        for pipeline in self.pipelines.values():
-            p = pipeline.processor
+        for state in list(self.states.values()):
+            p = state.processor
             drifts += len(p.drifts)
             if p.positive is None:
                 continue
@@ -387,16 +970,64 @@ class ServiceRunner:
         }
 
     def summary(self) -> dict[str, Any]:
+        """Counts of this run. ``learned``: events learned by this process per partition; ``learned_total``:
+        what each model held now has learned in all (restored checkpoints included)."""
+        learned = Counter(self._learned_dropped)
+        for p, s in list(self.states.items()):
+            learned[p] += s.processor.n_learned - s.learned_at_start
         return {
             "consumed": self.consumed,
             "processed": self.processed,
             "labels_consumed": self.labels_consumed,
             "dead_letters": self.dead_lettered,
+            "event_dead_letters": self.event_dead_letters,
+            "label_dead_letters": self.label_dead_letters,
             "alerts": self.alerts_sent,
-            "partitions": sorted(self.pipelines),
-            "labels": dict(self.joiner.counts),
-            "learned": {p: pl.processor.n_learned for p, pl in self.pipelines.items()},
+            "partitions": sorted(self.states),
+            "labels": self.joiner.counts,
+            "learned": {p: n for p, n in sorted(learned.items())},
+            "learned_total": {p: s.processor.n_learned for p, s in sorted(self.states.items())},
+            "restored": dict(self.restored),
+            "checkpoints": self.checkpoints_written,
         }
+
+
+def _build_store(config: ServiceConfig) -> FileCheckpointStore | None:
+    cp = config.checkpoint
+    if cp.directory is None:
+        return None
+    key = load_key(cp.key, cp.key_file)
+    codec = SnapshotCodec(
+        key,
+        schema=config_hash(config.model, config.event_schema),
+        max_bytes=cp.max_bytes,
+        chunk_bytes=cp.chunk_bytes,
+        compression_level=cp.compression_level,
+    )
+    return FileCheckpointStore(Path(cp.directory), codec, group=config.kafka.group_id)
+
+
+def _pending(joiner: LabelJoiner, event_id: str) -> bool:
+    return event_id in joiner._pending
+
+
+def _joined(joiner: LabelJoiner, event_id: str) -> bool:
+    return event_id in joiner._joined
+
+
+def _slim(verdict: Verdict) -> Verdict:
+    """What a pending prediction needs for learning later (drops per-detector scores and the reason)."""
+    return Verdict(
+        event_id=verdict.event_id,
+        index=verdict.index,
+        time=verdict.time,
+        anomaly_score=verdict.anomaly_score,
+        anomaly_alert=verdict.anomaly_alert,
+        proba=verdict.proba,
+        predicted=verdict.predicted,
+        classifier_alert=verdict.classifier_alert,
+        x=verdict.x,
+    )
 
 
 def _input_record(r: RawRecord, limit: int) -> InputRecord:
@@ -408,6 +1039,11 @@ def _input_record(r: RawRecord, limit: int) -> InputRecord:
         error = DecodeError("oversized", f"{len(r.value)} bytes > max_message_bytes={limit}")
         return InputRecord(r.value[:1024], None, error, r.topic, r.partition, r.offset)
     return InputRecord(r.value, None, None, r.topic, r.partition, r.offset, r.key)
+
+
+def _processing_error(rec: InputRecord, exc: BaseException) -> DeadLetter:
+    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return DeadLetter("processing_error", detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset)
 
 
 def _dead_letter(record: RawRecord, exc: DecodeError) -> DeadLetter:
