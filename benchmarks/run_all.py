@@ -43,9 +43,9 @@ def main() -> int:
 def gather() -> None:
     parts = [
         "# Benchmark results\n",
-        "Gathered by `make bench` (`python benchmarks/run_all.py`) from `benchmarks/results/*.md`. Each section "
-        "names its data, its command and the machine it ran on; timings on shared 2-core machines are noisy, "
-        "so compare the ratios measured side by side within one run.\n",
+        "Gathered by `make bench` (`python benchmarks/run_all.py`) from `benchmarks/results/*.md`. Each "
+        "section names its data, its command and the machine it ran on; timings on shared 2-core machines "
+        "are noisy, so compare the ratios measured side by side within one run.\n",
     ]
     for section in sorted((HERE / "results").glob("*.md")):
         parts.append(section.read_text(encoding="utf-8").strip() + "\n")

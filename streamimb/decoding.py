@@ -52,7 +52,12 @@ def parse_number(name: str, value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise DecodeError(
+                "non_finite", f"field {name!r}: an integer of {len(str(value))} digits"
+            ) from None
     elif isinstance(value, str):
         text = value.strip()
         if text in _MISSING_STRINGS:
@@ -62,7 +67,7 @@ def parse_number(name: str, value: Any) -> float | None:
         try:
             number = float(text)
         except ValueError:
-            raise DecodeError("bad_number", f"field {name!r}: {value!r} is not a number") from None
+            raise DecodeError("bad_number", f"field {name!r}: {value[:100]!r} is not a number") from None
     else:
         raise DecodeError("bad_type", f"field {name!r}: {type(value).__name__} where a number was expected")
     if not math.isfinite(number):
@@ -112,7 +117,7 @@ class EventDecoder:
         """Decode one JSON object; the size limit is the caller's (sources know their record size)."""
         try:
             record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, ints over 4,300 digits
             raise DecodeError("malformed_json", str(exc)[:200]) from None
         if not isinstance(record, dict):
             raise DecodeError("not_an_object", f"a JSON {type(record).__name__}, not an object")

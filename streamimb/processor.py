@@ -107,6 +107,8 @@ class Processor:
         strategy_params = dict(config.imbalance.params)
         if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
             strategy_params.update(tracker=self.priors, update_tracker=False)
+        if "seed" in _parameters(STRATEGIES.get(self.strategy_name)):
+            strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
         self.classifier = build_strategy(self.strategy_name, base_classifier, **strategy_params)
         self.threshold = self._build_threshold(positive)
         drift = config.drift
@@ -477,3 +479,10 @@ def _accepts(kind: str) -> set[str]:
 
     factory = DETECTORS.get(kind)
     return set(inspect.signature(factory).parameters) if factory else set()
+
+
+def _parameters(factory: Any) -> set[str]:
+    """Names of a factory's parameters (empty for None)."""
+    import inspect
+
+    return set(inspect.signature(factory).parameters) if factory is not None else set()

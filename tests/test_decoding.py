@@ -76,6 +76,8 @@ def test_decode_json_errors():
     deep = b"[" * 100_000 + b"]" * 100_000
     assert reason_of(d.decode_json, deep) in ("malformed_json", "not_an_object")
     assert reason_of(d.decode_json, b'{"a": {"b": 1}}') == "bad_type"
+    assert reason_of(d.decode_json, b'{"a": ' + b"9" * 5000 + b"}") == "malformed_json"
+    assert reason_of(d.decode, {"a": 10**400}) == "non_finite"
 
 
 def test_unlabelled_events_are_fine_when_label_not_required():
