@@ -160,7 +160,7 @@ class GuardedDecoder:
     >>> d.decode_json(b'{"id": "a", "x": 1' + b'0' * 400 + b'}').features
     Traceback (most recent call last):
     ...
-    streamimb.errors.DecodeError: bad_number: int too large to convert to float
+    streamimb.errors.DecodeError: non_finite: field 'x': an integer of 401 digits
     """
 
     def __init__(self, inner: EventDecoder, max_abs: float = MAX_ABS_NUMBER) -> None:
