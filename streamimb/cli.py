@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streamimb.logs import setup_logging
 
     setup_logging("text", "WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # the client's event-loop timing notes
     run_demo(duration=args.duration, rate=args.rate, metrics_port=args.metrics_port)
     return 0
 

@@ -99,7 +99,7 @@ class ImbalanceConfig(Section):
 class ThresholdConfig(Section):
     """How class probabilities become a decision (see streamimb.imbalance.threshold)."""
 
-    policy: str = "prior_correction"
+    policy: str | None = Field(None, description="Policy name; the benchmarked default when unset.")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

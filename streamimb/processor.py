@@ -44,7 +44,7 @@ from streamimb.detectors.drift import DriftMonitor
 from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
-from streamimb.imbalance import DEFAULT_STRATEGY, STRATEGIES, PriorTracker, build_strategy
+from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
 from streamimb.imbalance.threshold import THRESHOLDS, build_threshold
 from streamimb.registry import build_classifier, build_detector
 
@@ -101,6 +101,7 @@ class Processor:
         )
         base_classifier = build_classifier(config.classifier.kind, **config.classifier.params)
         self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
+        self.threshold_policy = config.threshold.policy or DEFAULT_THRESHOLD
         self.priors = PriorTracker(half_life=config.imbalance.half_life)
         # The strategy and the threshold policy each track the priors of the same labels; where their own
         # tracker would be identical to this one, they read this one instead (same numbers, one update).
@@ -374,7 +375,7 @@ class Processor:
     def _build_threshold(self, positive: str | None) -> Any:
         """The configured threshold policy; plain argmax while a policy that needs the rare class waits
         for it to be known (it is inferred once both classes have been seen often enough)."""
-        policy = self.config.threshold.policy
+        policy = self.threshold_policy
         params = dict(self.config.threshold.params)
         if self._can_share_priors(THRESHOLDS.get(policy), params):
             params["tracker"] = self.priors
@@ -430,7 +431,7 @@ class Processor:
             "classes": classes,
             "class_counts": dict(self.class_counts),
             "strategy": self.strategy_name,
-            "threshold_policy": self.config.threshold.policy,
+            "threshold_policy": self.threshold_policy,
             "priors": dict(self.priors.priors()),
             "labelled": evaluation.pop("labelled"),
             "metrics": evaluation.pop("overall", {}),

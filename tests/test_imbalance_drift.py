@@ -15,16 +15,17 @@ def _stream(n: int, seed: int, flip_at: int | None, prevalence=lambda i: 0.1):
     for i in range(n):
         rare = rng.random() < prevalence(i)
         flipped = flip_at is not None and i >= flip_at
-        lo, hi = (0.0, 0.1) if flipped else (0.9, 1.0)
+        # before: rare in [0.9, 1), common in [0, 0.9); after: rare in [0, 0.1), common in [0.75, 1)
         if rare:
-            v = rng.uniform(lo, hi)
+            v = rng.uniform(0.0, 0.1) if flipped else rng.uniform(0.9, 1.0)
         else:
-            v = rng.uniform(0.1, 1.0) if flipped else rng.uniform(0.0, 0.9)
+            v = rng.uniform(0.75, 1.0) if flipped else rng.uniform(0.0, 0.9)
         yield {"v": v, "noise": rng.random()}, ("rare" if rare else "common")
 
 
 def _model(name: str = "weighting"):
-    return build_strategy(name, tree.HoeffdingTreeClassifier(grace_period=30, delta=1e-3), drift_reset=True, seed=3)
+    base = tree.HoeffdingTreeClassifier(grace_period=30, delta=1e-3)
+    return build_strategy(name, base, drift_reset=True, seed=3)
 
 
 def test_concept_drift_resets_the_model_and_it_recovers() -> None:
@@ -44,7 +45,8 @@ def test_concept_drift_resets_the_model_and_it_recovers() -> None:
 def test_prevalence_shift_alone_does_not_reset() -> None:
     for name in ("weighting", "oob"):
         model = _model(name)
-        stream = _stream(15000, 2, flip_at=None, prevalence=lambda i: 0.1 if i < 5000 else (0.01 if i < 10000 else 0.2))
+        schedule = lambda i: 0.1 if i < 5000 else (0.01 if i < 10000 else 0.2)  # noqa: E731
+        stream = _stream(15000, 2, flip_at=None, prevalence=schedule)
         for x, y in stream:
             model.predict_proba_one(x)
             model.learn_one(x, y)

@@ -139,7 +139,7 @@ def test_budget_per_hour_of_event_time() -> None:
     policy = AlertBudget(positive="fraud", max_alerts=3, per_seconds=3600.0, min_proba=0.5)
     times = []
     for i in range(7200):  # one event per second for two hours, all suspicious
-        pred, alert, reason = policy.decide({"fraud": 0.9, "ok": 0.1}, t=float(i))
+        _, alert, reason = policy.decide({"fraud": 0.9, "ok": 0.1}, t=float(i))
         if alert:
             times.append(i)
         elif i == 100:

@@ -1,11 +1,30 @@
 """Imbalance engine: prior tracking, cost-sensitive learning, resampling, SMOTE and threshold moving.
 
-Every strategy is a river classifier wrapping a base classifier; build one by name:
+Every strategy is a river classifier wrapping any base classifier. It tracks the class priors
+(`PriorTracker`, with a prevalence-change detector), trains the base model on rebalanced data, and returns
+probabilities calibrated to the *current* priors. A threshold policy then turns them into a decision:
 
+>>> import random
 >>> from river import tree
->>> model = build_strategy("weighting", tree.HoeffdingTreeClassifier())
->>> type(model).__name__
-'CostSensitive'
+>>> base = tree.HoeffdingTreeClassifier(grace_period=50, delta=1e-3)
+>>> model = build_strategy("oob", base, n_models=3, seed=1)
+>>> policy = build_threshold("prior_correction", positive="fraud", tracker=model.prior_tracker)
+>>> rng = random.Random(1)
+>>> for _ in range(3000):
+...     x = {"amount": rng.random()}
+...     proba = model.predict_proba_one(x)          # score first ...
+...     label, alert, reason = policy.decide(proba)
+...     y = "fraud" if x["amount"] > 0.97 else "ok"
+...     model.learn_one(x, y)                       # ... then learn
+...     policy.update(y, proba)
+>>> policy.decide(model.predict_proba_one({"amount": 0.99}))[:2]
+('fraud', True)
+>>> round(model.priors()["fraud"], 2), model.prior_tracker.changes
+(0.03, [])
+
+`STRATEGIES` / `build_strategy` and `THRESHOLDS` / `build_threshold` map config names to classes;
+unknown names raise `ValueError` listing the valid ones:
+
 >>> build_strategy("bogus", tree.HoeffdingTreeClassifier())  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -19,6 +38,7 @@ from typing import Any
 
 from river import base as river_base
 
+from streamimb.imbalance.calibration import PriorShiftCalibrator
 from streamimb.imbalance.priors import PrevalenceChange, PrevalenceChangeDetector, PriorTracker
 from streamimb.imbalance.sampling import OOB, UOB, ImbalancedBagging, OnlineOverSampler, OnlineUnderSampler
 from streamimb.imbalance.smote import OnlineSMOTE
@@ -27,6 +47,8 @@ from streamimb.imbalance.threshold import (
     THRESHOLDS,
     AlertBudget,
     ArgMax,
+    BestThreshold,
+    LearnedThreshold,
     MinCost,
     PriorCorrection,
     TargetPrecision,
@@ -44,9 +66,11 @@ __all__ = [
     "UOB",
     "AlertBudget",
     "ArgMax",
+    "BestThreshold",
     "CostSensitive",
     "ImbalanceStrategy",
     "ImbalancedBagging",
+    "LearnedThreshold",
     "MinCost",
     "NoStrategy",
     "OnlineOverSampler",
@@ -55,6 +79,7 @@ __all__ = [
     "PrevalenceChange",
     "PrevalenceChangeDetector",
     "PriorCorrection",
+    "PriorShiftCalibrator",
     "PriorTracker",
     "TargetPrecision",
     "ThresholdPolicy",
@@ -74,10 +99,10 @@ STRATEGIES: dict[str, Callable[..., river_base.Classifier]] = {
     "smote": OnlineSMOTE,
 }
 
-DEFAULT_STRATEGY: str = "weighting"
+DEFAULT_STRATEGY: str = "oob"
 """What `replay` and `run` use with no imbalance settings (chosen from benchmarks/prevalence_shift.py)."""
 
-DEFAULT_THRESHOLD: str = "prior_correction"
+DEFAULT_THRESHOLD: str = "max_f1"
 """The decision policy paired with the default strategy in the benchmark."""
 
 

@@ -99,18 +99,20 @@ class OnlineOverSampler(ImbalanceStrategy):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier,
-            half_life,
-            time_based,
-            tracker,
-            update_tracker,
-            correct,
-            drift_reset,
-            drift_delta,
-            seed,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
         )
         self.ratio = ratio
         self.max_rate = max_rate
@@ -162,7 +164,7 @@ class ImbalancedBagging(ImbalanceStrategy):
         "over" (OOB) or "under" (UOB); see `sampling_rates`.
     ratio, max_rate, min_rate
         See `sampling_rates`.
-    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, seed
+    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, calibrate, seed
         See `ImbalanceStrategy`.
     """
 
@@ -181,18 +183,20 @@ class ImbalancedBagging(ImbalanceStrategy):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier,
-            half_life,
-            time_based,
-            tracker,
-            update_tracker,
-            correct,
-            drift_reset,
-            drift_delta,
-            seed,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
         )
         if mode not in ("over", "under"):
             raise ValueError(f"mode must be 'over' or 'under', not {mode!r}")
@@ -267,12 +271,26 @@ class OOB(ImbalancedBagging):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier, n_models, "over", ratio, max_rate, 0.0, half_life, time_based, tracker,
-            update_tracker, correct, drift_reset, drift_delta, seed,
-        )  # fmt: skip
+            n_models=n_models,
+            mode="over",
+            ratio=ratio,
+            max_rate=max_rate,
+            min_rate=0.0,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
+        )
 
 
 class UOB(ImbalancedBagging):
@@ -302,9 +320,23 @@ class UOB(ImbalancedBagging):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier, n_models, "under", ratio, 100.0, min_rate, half_life, time_based, tracker,
-            update_tracker, correct, drift_reset, drift_delta, seed,
-        )  # fmt: skip
+            n_models=n_models,
+            mode="under",
+            ratio=ratio,
+            max_rate=100.0,
+            min_rate=min_rate,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
+        )

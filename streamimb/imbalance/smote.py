@@ -34,7 +34,7 @@ def interpolate(a: dict, b: dict, u: float) -> dict:
     {'x': 3.0, 'c': 'red'}
     """
     out = {}
-    for k in a.keys() | b.keys():
+    for k in [*a, *(k for k in b if k not in a)]:
         va, vb = a.get(k), b.get(k)
         if _is_number(va) and _is_number(vb):
             out[k] = va + u * (vb - va)
@@ -44,7 +44,7 @@ def interpolate(a: dict, b: dict, u: float) -> dict:
             out[k] = va
         else:
             out[k] = va if u < 0.5 else vb
-    return dict(sorted(out.items(), key=lambda kv: list(a).index(kv[0]) if kv[0] in a else len(a)))
+    return out
 
 
 class MinorityBuffer:
@@ -125,7 +125,7 @@ class OnlineSMOTE(ImbalanceStrategy):
         Target mass of each smaller class relative to the largest (1 = balanced).
     max_rate
         Cap on synthetic samples per real example.
-    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, seed
+    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, calibrate, seed
         See `ImbalanceStrategy`.
 
     Examples
@@ -155,18 +155,20 @@ class OnlineSMOTE(ImbalanceStrategy):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier,
-            half_life,
-            time_based,
-            tracker,
-            update_tracker,
-            correct,
-            drift_reset,
-            drift_delta,
-            seed,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
         )
         self.k_neighbors = k_neighbors
         self.buffer_size = buffer_size

@@ -17,6 +17,7 @@ from typing import Any
 
 from river import base, compose, drift, multiclass
 
+from streamimb.imbalance.calibration import PriorShiftCalibrator
 from streamimb.imbalance.priors import PriorTracker
 
 __all__ = ["ImbalanceStrategy", "accepts_weight", "correct_priors", "learn_weighted"]
@@ -105,12 +106,14 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
     drift_reset
         Watch each class's error rate (balanced decisions of the base model, one ADWIN per class) and
         replace the base model(s) with fresh ones when a model that was stable stops working: ADWIN
-        detects a change in a class's error rate and the new rate is at least 0.1 above the lowest rate
-        the class had over a window of 300 or more of its examples; no sooner than 1,000 labels after the
-        previous start. Class-conditional
-        error rates do not move under a pure prevalence shift, only under concept drift.
+        detects a change in a class's error rate after a window of at least 300 examples of that class,
+        and the rate rose by 0.1 or more; no sooner than 1,000 labels after the previous start.
+        Class-conditional error rates do not move under a pure prevalence shift, only under concept drift.
     drift_delta
         ADWIN confidence for `drift_reset`.
+    calibrate
+        Learn a temperature and class offsets on top of the prior correction (`PriorShiftCalibrator`);
+        only used with `correct`.
     seed
         Seed for every random draw the strategy makes.
     """
@@ -125,6 +128,7 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         self.classifier = classifier
@@ -135,7 +139,9 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self.correct = correct
         self.drift_reset = drift_reset
         self.drift_delta = drift_delta
+        self.calibrate = calibrate
         self.seed = seed
+        self._calibrator = PriorShiftCalibrator()
         self._tracker = tracker if tracker is not None else PriorTracker(half_life, time_based)
         self._rng = random.Random(seed)
         self._fed: dict[Hashable, float] = {}
@@ -144,7 +150,6 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self._use_w = accepts_weight(classifier)
         self._last_changes: list[Hashable] = []
         self._errors: dict[Hashable, drift.ADWIN] = {}
-        self._stable: dict[Hashable, float] = {}
         self._cache: tuple[dict, dict] | None = None
         self._resets: list[int] = []
         self._trained_since = 0
@@ -222,14 +227,20 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
 
     def predict_proba_one(self, x: dict, **kwargs: Any) -> dict[Hashable, float]:
         raw = self.predict_proba_raw(x)
-        if self.drift_reset:
-            self._cache = (x, raw)
+        self._cache = (x, raw)
         priors = self.priors()
         if not raw:
             return priors
         if not self.correct:
             return raw
+        if self.calibrate:
+            return self._calibrator.transform(raw, priors, self.training_priors()) or priors
         return correct_priors(raw, priors, self.training_priors())
+
+    def _cached_raw(self, x: dict) -> dict[Hashable, float]:
+        """The raw probabilities `predict_proba_one` just computed for this very `x`, or fresh ones."""
+        cache, self._cache = self._cache, None
+        return cache[1] if cache is not None and cache[0] is x else self.predict_proba_raw(x)
 
     # -- learning ------------------------------------------------------------------------------------
     def _record_fed(self, mass: dict[Hashable, float]) -> None:
@@ -244,14 +255,17 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self._check_labels(y)
         if self.update_tracker:
             self._last_changes = self._tracker.update(y, t)
-        if self.drift_reset:
-            self._watch_errors(x, y)
+        if self.drift_reset or (self.calibrate and self.correct):
+            raw = self._cached_raw(x)
+            if self.calibrate and self.correct and raw:
+                self._calibrator.learn(raw, self.priors(), self.training_priors(), y)
+            if self.drift_reset:
+                self._watch_errors(raw, y)
+        self._cache = None
         self._learn(x, y, w)
 
-    def _watch_errors(self, x: dict, y: Hashable) -> None:
+    def _watch_errors(self, raw: dict[Hashable, float], y: Hashable) -> None:
         """Feed the per-class error detectors; reset the model(s) when one error rate rises."""
-        cache, self._cache = self._cache, None
-        raw = cache[1] if cache is not None and cache[0] is x else self.predict_proba_raw(x)
         train = self.training_priors()
         if not raw or y not in train:
             return
@@ -262,13 +276,12 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         detector = self._errors.get(y)
         if detector is None:
             detector = self._errors[y] = drift.ADWIN(delta=self.drift_delta)
+        before, width = detector.estimation, detector.width
         detector.update(wrong)
-        if detector.width >= 300:  # the error level of a stable model
-            self._stable[y] = min(self._stable.get(y, 1.0), detector.estimation)
         if (
             detector.drift_detected
-            and y in self._stable
-            and detector.estimation >= self._stable[y] + 0.1
+            and width >= 300
+            and detector.estimation >= before + 0.1
             and self._tracker.n_labelled - self._trained_since >= 1000
         ):
             self._reset()
@@ -278,8 +291,8 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self._resets.append(self._tracker.n_labelled)
         self._trained_since = self._tracker.n_labelled
         self._errors.clear()
-        self._stable.clear()
         self._fed.clear()
+        self._calibrator = PriorShiftCalibrator()
         self._init_models()
         self._on_reset()
 

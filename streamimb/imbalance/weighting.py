@@ -109,18 +109,20 @@ class NoStrategy(ImbalanceStrategy):
         correct: bool = False,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier,
-            half_life,
-            time_based,
-            tracker,
-            update_tracker,
-            correct,
-            drift_reset,
-            drift_delta,
-            seed,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
         )
 
 
@@ -143,7 +145,7 @@ class CostSensitive(ImbalanceStrategy):
         Cap on the ratio between the largest and smallest class weight (keeps SGD learners stable).
     scale
         "mean" (expected event weight 1) or "max" (largest class weight 1), see `class_weights`.
-    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, seed
+    half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, calibrate, seed
         See `ImbalanceStrategy`.
 
     Examples
@@ -173,18 +175,20 @@ class CostSensitive(ImbalanceStrategy):
         correct: bool = True,
         drift_reset: bool = False,
         drift_delta: float = 0.002,
+        calibrate: bool = True,
         seed: int | None = None,
     ) -> None:
         super().__init__(
-            classifier,
-            half_life,
-            time_based,
-            tracker,
-            update_tracker,
-            correct,
-            drift_reset,
-            drift_delta,
-            seed,
+            classifier=classifier,
+            half_life=half_life,
+            time_based=time_based,
+            tracker=tracker,
+            update_tracker=update_tracker,
+            correct=correct,
+            drift_reset=drift_reset,
+            drift_delta=drift_delta,
+            calibrate=calibrate,
+            seed=seed,
         )
         self.cost = cost
         self.power = power
