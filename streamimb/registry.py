@@ -3,9 +3,9 @@
 Defaults are tuned for rare classes, not river's: a Hoeffding tree with ``delta=1e-7`` waits far too long
 to split when one class is 1% of the stream, so ours splits at ``delta=1e-3``.
 
->>> model = build_classifier("hoeffding_tree")
+>>> model = build_classifier("hoeffding_adaptive_tree")
 >>> type(model).__name__
-'HoeffdingTreeClassifier'
+'HoeffdingAdaptiveTreeClassifier'
 >>> build_classifier("nope")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -29,9 +29,24 @@ def hoeffding_tree(grace_period: int = 100, delta: float = 1e-3, **params: Any) 
 
 
 def hoeffding_adaptive_tree(
-    grace_period: int = 100, delta: float = 1e-3, seed: int | None = 42, **params: Any
+    grace_period: int = 50,
+    delta: float = 1e-3,
+    split_criterion: str = "gini",
+    leaf_prediction: str = "mc",
+    max_share_to_split: float = 1.0,
+    seed: int | None = 42,
+    **params: Any,
 ) -> base.Classifier:
-    return tree.HoeffdingAdaptiveTreeClassifier(grace_period=grace_period, delta=delta, seed=seed, **params)
+    """The base learner the prevalence-shift benchmark tuned and chose the default strategy with."""
+    return tree.HoeffdingAdaptiveTreeClassifier(
+        grace_period=grace_period,
+        delta=delta,
+        split_criterion=split_criterion,
+        leaf_prediction=leaf_prediction,
+        max_share_to_split=max_share_to_split,
+        seed=seed,
+        **params,
+    )
 
 
 def logistic_regression(lr: float = 0.05, l2: float = 0.0, **params: Any) -> base.Classifier:

@@ -16,6 +16,7 @@ Policies: `ArgMax`, `PriorCorrection`, `MinCost`, `TargetPrecision`, `AlertBudge
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -407,12 +408,9 @@ class BestThreshold(LearnedThreshold):
         return f"best est. {self.metric} {self._achieved:.2f}"
 
 
-def _max_gmean(**params: Any) -> BestThreshold:
-    return BestThreshold(metric="gmean", **params)
-
-
-def _max_f1(**params: Any) -> BestThreshold:
-    return BestThreshold(metric="f1", **params)
+# Partials (not wrapper functions) so that callers can read BestThreshold's parameters from the registry.
+_max_gmean = functools.partial(BestThreshold, metric="gmean")
+_max_f1 = functools.partial(BestThreshold, metric="f1")
 
 
 class AlertBudget(ThresholdPolicy):
