@@ -647,48 +647,51 @@ def plot_stream(runs: list[Run], stream: S.Stream, tables_rows: dict, path: Path
 NOTES = [
     "## Notes: what holds, what does not, and why",
     "",
-    "- **Default.** `oob` (Wang, Minku & Yao's oversampling online bagging, Poisson rates from the decayed "
-    "priors) over Hoeffding adaptive trees ranks first on the combined G-mean / PR AUC score; the decision "
-    "default `max_f1` (threshold that maximises F1 estimated on recent labelled, prior-free scores) keeps "
-    "the "
-    "G-mean above every river baseline on all four streams while giving usable precision. The "
-    "prevalence-invariant `prior_correction` (balanced decision) gives the highest G-mean on Agrawal and the "
-    "credit-card stream but at precision 0.1-0.5; both are in the policy table.",
-    "- **Agrawal targets (BENCHMARKS.md section 1) are not all met.** See the targets table: PR AUC and F1 "
-    "come close, G-mean reaches 0.95 only with the prevalence-invariant decisions (at low F1). The cold "
-    "start "
-    "(S1: 1% prevalence, about 200 minority events in 20,000) stays weak: Hoeffding trees need hundreds of "
-    "minority examples before their first useful splits, and no rebalancing creates information. After the "
-    "sudden switch to Agrawal function 6 (S4b) the trees must re-learn a boundary that is linear in "
-    "salary + commission and loan from about 200 positives; HAT's subtree replacement recovers part of it. "
-    "The "
-    "opt-in `drift_reset` (per-class error ADWINs; fresh models on a concept drift) fired at the switch in "
-    "tuning runs but did not improve S4b F1 measurably, so it is off by default.",
-    "- **Speed.** 10 Hoeffding adaptive trees cost about 0.7 ms per event (1-1.5k events/CPU-s), far from "
-    "the 5,000 events/CPU-s target; single-model strategies (weighting, oversample, smote) run at 5-11k "
-    "events/CPU-s with lower PR AUC. Use `n_models=3-5` where throughput matters.",
-    "- **Bank marketing is hard for every method** (first half: per-segment PR AUC equals the prevalence, "
-    "i.e. "
-    "no signal). streamimb wins there narrowly and only with logistic-regression bases (weighting / smote "
-    "with "
-    "LR); the default `oob` over trees is below river's LR on PR AUC on this stream. Pooled metrics over a "
-    "16x prevalence rise reward calibration across time: the learned temperature of `PriorShiftCalibrator` "
-    "(on by default) is what lifts LR-based strategies above plain LR here.",
-    "- **Recovery after shifts.** With `prior_correction` minority recall is prevalence-invariant by "
-    "construction and recovers within 2,000 labelled events on every shift except the credit-card ones "
-    "(0.2% -> 2% -> 0.5%), where it took slightly longer; with `max_f1` the threshold deliberately tightens "
-    "when the prevalence falls (the F1-optimal trade-off moves), so recall after a downward shift does not "
-    "return to its earlier level (three-class 5% -> 1%). Recovery is measured on the last 10 minority "
-    "events, "
-    "so at 0.3% prevalence it cannot be resolved faster than about 3,000 events.",
-    "- **Credit-card stream.** Normals are resampled (each about 14 times), so the majority class is easier "
-    "than in the full data; all 490 frauds used appear once.",
-    "- **Base learners matter more than the rebalancing method.** river's `HoeffdingTreeClassifier` "
-    "default `max_share_to_split=0.99` forbids any split while the majority class holds more than 99% of a "
-    "leaf, so at <= 1% prevalence a plain tree never splits (set to 1.0 here for every tree). Naive-Bayes "
-    "leaves give poor probabilities under class weights; Gini splits and majority-class leaves were the most "
-    "stable; multiway nominal splits on Agrawal's integer codes hurt; Hellinger splits were worse here. "
-    "Tuning used Agrawal seed 42 and the other three streams, so the numbers above are not held-out.",
+    "- **Default.** `oob` (Wang, Minku & Yao's oversampling online bagging, Poisson rates from the",
+    "  decayed priors) over Hoeffding adaptive trees ranks first on the combined G-mean / PR AUC score.",
+    "  The decision default `max_f1` (the threshold that maximises F1 estimated on recent labelled,",
+    "  prior-free scores) keeps the best G-mean above every river baseline on all four streams while",
+    "  giving usable precision. The prevalence-invariant decisions (`prior_correction`, `max_gmean`) give",
+    "  the highest G-mean on Agrawal and the credit-card stream, at precision 0.1-0.5; every policy is in",
+    "  the policy table.",
+    "- **The Agrawal targets of BENCHMARKS.md section 1 are not all met** (targets table above). PR AUC",
+    "  and F1 come close; G-mean reaches 0.95 only with the prevalence-invariant decisions (at low F1).",
+    "  The cold start (S1: 1% prevalence, about 200 minority events in 20,000) stays weak: Hoeffding",
+    "  trees need hundreds of minority examples before their first useful splits, and rebalancing creates",
+    "  no information. After the sudden switch to Agrawal function 6 (S4b) the trees must re-learn a",
+    "  boundary that is linear in salary + commission and loan from about 200 positives; HAT's subtree",
+    "  replacement recovers part of it. The opt-in `drift_reset` (per-class error ADWINs, fresh models on",
+    "  concept drift) fired at the switch in tuning runs but did not improve S4b F1 measurably, so it is",
+    "  off by default.",
+    "- **Speed.** 10 Hoeffding adaptive trees cost about 0.6-1.3 ms per event (0.8-1.6k events/CPU-s), far",
+    "  from the 5,000 events/CPU-s target; single-model strategies (weighting, oversample, smote) run at",
+    "  3.5-11k events/CPU-s with lower PR AUC. Use `n_models=3-5` where throughput matters.",
+    "- **Bank marketing is hard for every method** (first half: per-segment PR AUC equals the prevalence,",
+    "  i.e. no signal). streamimb wins there narrowly and only with logistic-regression bases (weighting",
+    "  / smote over LR); the default `oob` over trees is below river's LR on PR AUC on this stream.",
+    "  Pooled metrics over a 16x prevalence rise reward calibration across time: the learned temperature",
+    "  of `PriorShiftCalibrator` (on by default) is what lifts the LR-based strategies above plain LR",
+    "  here.",
+    "- **Recovery after shifts.** With `prior_correction` minority recall is prevalence-invariant by",
+    "  construction and recovers within 2,000 labelled events after every shift except the two",
+    "  credit-card ones (0.2% -> 2% -> 0.5%: 2,410 and 2,031 events). With `max_f1` the threshold",
+    "  deliberately moves with the prevalence (the F1-optimal trade-off), so recall after the three-class",
+    "  5% -> 1% drop does not return to its earlier level, the credit-card 0.2% -> 2% shift takes 2,247",
+    "  events and the early bank shift (level measured on 30 minority events) does not recover within its",
+    "  segment. Recovery is measured on the last 10 minority events, so at 0.3% prevalence it cannot be",
+    "  resolved faster than about 3,000 events.",
+    "- **Credit-card stream.** Normals are resampled (each about 14 times), so the majority class is",
+    "  easier than in the full data; every fraud used appears once.",
+    "- **Base learners matter more than the rebalancing method.** river's `HoeffdingTreeClassifier`",
+    "  default `max_share_to_split=0.99` forbids any split while the majority class holds more than 99%",
+    "  of a leaf, so at <= 1% prevalence a plain tree never splits (set to 1.0 here for every tree).",
+    "  Naive-Bayes leaves give poor probabilities under class weights; Gini splits and majority-class",
+    "  leaves were the most stable; multiway nominal splits on Agrawal's integer codes hurt; Hellinger",
+    "  splits were worse here. Tuning used Agrawal seed 42 and the other three streams, so the numbers",
+    "  above are not held-out results.",
+    "- **Reproducibility.** The script re-executes itself with `PYTHONHASHSEED=0`: some river internals",
+    "  iterate over sets of strings (bank marketing's nominal features), which otherwise changes a few",
+    "  baseline numbers from run to run.",
     "",
 ]
 
