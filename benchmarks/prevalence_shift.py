@@ -314,6 +314,10 @@ def recovery(
 # driver
 # --------------------------------------------------------------------------------------------------
 def build_streams(quick: bool) -> dict[str, S.Stream]:
+    if not (S.DATA / "bank_marketing").is_dir() or not (S.DATA / "creditcard_ulb_sample").is_dir():
+        raise SystemExit(
+            f"benchmark data not found under {S.DATA} (expected ../shared/data from the repo root)"
+        )
     out = {}
     seeds = SEEDS_AGRAWAL[:1] if quick else SEEDS_AGRAWAL
     for seed in seeds:
