@@ -46,7 +46,7 @@ from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
 from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
 from streamimb.imbalance.threshold import THRESHOLDS, build_threshold
-from streamimb.registry import build_classifier, build_detector
+from streamimb.registry import DETECTORS, build_classifier, build_detector
 
 # Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
 BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
@@ -84,7 +84,11 @@ class Processor:
         self.batch = bool(getattr(config, "batch", False))
         for i, d in enumerate(config.detectors):
             name = d.kind if d.kind not in self.detectors else f"{d.kind}_{i}"
-            params = {"seed": config.seed + i, **d.params} if "seed" in _accepts(d.kind) else dict(d.params)
+            params = (
+                {"seed": config.seed + i, **d.params}
+                if "seed" in _parameters(DETECTORS.get(d.kind))
+                else dict(d.params)
+            )
             kind = BATCH_TWINS.get(d.kind, d.kind) if self.batch else d.kind
             self.detectors[name] = build_detector(kind, **params)
             self.detector_calibrators[name] = ScoreCalibrator(
@@ -473,17 +477,6 @@ def score_learn_many(
     return out
 
 
-def _accepts(kind: str) -> set[str]:
-    import inspect
-
-    from streamimb.detectors.anomaly import DETECTORS
-
-    factory = DETECTORS.get(kind)
-    return set(inspect.signature(factory).parameters) if factory else set()
-
-
 def _parameters(factory: Any) -> set[str]:
     """Names of a factory's parameters (empty for None)."""
-    import inspect
-
     return set(inspect.signature(factory).parameters) if factory is not None else set()
