@@ -1,0 +1,542 @@
+"""A Hoeffding tree on numpy arrays that learns a whole batch of weighted examples at once.
+
+It is river's ``HoeffdingTreeClassifier`` as the prevalence-shift benchmark tuned it (Gaussian estimators
+per class and feature, ``n_splits`` candidate thresholds between the observed extremes, Gini or
+information-gain merit, Hoeffding bound with tie-break ``tau``, majority-class leaves), with its state in
+arrays so that routing, statistics and split evaluation are vectorised:
+
+* ``predict_proba_array(X)`` routes every row of a batch down the tree in one pass per level;
+* ``learn_array(X, y, w)`` adds the batch to the leaves' class counts and per-class Gaussian estimators
+  (merged with Chan's parallel update, so the estimators equal those built one example at a time), then
+  tries to split the leaves that have seen ``grace_period`` more weight. Within a batch, split decisions
+  are taken once, after the whole batch is counted: the per-event tree may split in the middle of it.
+
+The size is capped by ``max_depth`` and ``max_nodes``, so memory is bounded however long the stream runs
+(river's own cap is only checked at multiples of its memory period, which fractional sample weights
+never hit). The dict API (``learn_one``/``predict_proba_one``) is the same model, one row at a time.
+
+>>> import random
+>>> rng = random.Random(1)
+>>> tree = NumpyHoeffdingTree(grace_period=50)
+>>> for _ in range(2000):
+...     x = {"a": rng.random(), "b": rng.random()}
+...     tree.learn_one(x, x["a"] > 0.7)
+>>> tree.predict_one({"a": 0.9, "b": 0.5}), tree.predict_one({"a": 0.2, "b": 0.5}), tree.n_nodes > 1
+(True, False, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from river import base
+from scipy.special import ndtr
+
+from streamimb.classifiers.features import FeatureIndex
+from streamimb.imbalance.monitor import FAST, MARGIN, MIN_MASS, SLOW, Z, decay_into, error_rose
+
+__all__ = ["NumpyHoeffdingTree"]
+
+_LEAF = -1
+
+
+class NumpyHoeffdingTree(base.Classifier):
+    """Hoeffding tree with numpy statistics and batch forms (see the module docstring).
+
+    Parameters
+    ----------
+    grace_period
+        Weight a leaf must see between split attempts.
+    delta
+        Split confidence of the Hoeffding bound (MOA's 1e-3; river's default 1e-7 waits far too long).
+    tau
+        Tie-break: split anyway once the bound is below it.
+    split_criterion
+        "gini" or "info_gain".
+    n_splits
+        Candidate thresholds per feature between the smallest and largest value seen at the leaf.
+    min_branch_fraction
+        A split must send more than this fraction of the leaf's weight down at least two branches.
+    max_share_to_split
+        Do not try to split a leaf where the majority class holds more than this share of the weight.
+    max_depth
+        Depth of the deepest leaf (the root is depth 0).
+    max_nodes
+        Node budget; once spent, leaves keep counting but no longer split. Each node slot holds five
+        float64 estimators per class and feature (40 bytes x classes x features), so the budget bounds
+        memory: 1,023 nodes, 2 classes and 50 features take at most 4 MiB.
+    adaptive
+        Watch every node's class-conditional error rate on the batches given to ``learn_array``
+        (`ClassErrorMonitor`'s test, per node) and prune a node whose errors rose back to a fresh leaf
+        (concept drift): the subtree regrows from the new data while the rest of the tree stays, as
+        river's adaptive tree replaces stale subtrees.
+    regrow
+        Let a batch keep growing the leaves it split (see ``_regrow``); without it a tree grows at most
+        one level per batch.
+    """
+
+    def __init__(
+        self,
+        grace_period: int = 50,
+        delta: float = 1e-3,
+        tau: float = 0.05,
+        split_criterion: str = "gini",
+        n_splits: int = 10,
+        min_branch_fraction: float = 0.01,
+        max_share_to_split: float = 1.0,
+        max_depth: int = 20,
+        max_nodes: int = 1023,
+        adaptive: bool = True,
+        regrow: bool = True,
+    ) -> None:
+        if split_criterion not in ("gini", "info_gain"):
+            raise ValueError(f"split_criterion must be 'gini' or 'info_gain', not {split_criterion!r}")
+        if max_nodes < 1 or max_depth < 0 or grace_period <= 0:
+            raise ValueError("max_nodes must be >= 1, max_depth >= 0 and grace_period > 0")
+        self.grace_period = grace_period
+        self.delta = delta
+        self.tau = tau
+        self.split_criterion = split_criterion
+        self.n_splits = n_splits
+        self.min_branch_fraction = min_branch_fraction
+        self.max_share_to_split = max_share_to_split
+        self.max_depth = max_depth
+        self.max_nodes = max_nodes
+        self.adaptive = adaptive
+        self.regrow = regrow
+        self._features = FeatureIndex()
+        self._classes: list[Hashable] = []
+        self._n_nodes = 1  # slots used (node 0 and pairs of children), freed pairs included
+        self._free: list[int] = []  # first slots of pairs freed by pruning, reused by splits
+        self._version = 0
+        self.n_pruned = 0
+        self._allocate(capacity=min(15, max_nodes), n_classes=0, n_features=0)
+
+    # -- storage -------------------------------------------------------------------------------------
+    def _allocate(self, capacity: int, n_classes: int, n_features: int) -> None:
+        self._feature = np.full(capacity, _LEAF, dtype=np.int32)
+        self._threshold = np.zeros(capacity)
+        self._left = np.zeros(capacity, dtype=np.int32)  # the right child is left + 1
+        self._nan_left = np.zeros(capacity, dtype=bool)
+        self._depth = np.zeros(capacity, dtype=np.int32)
+        self._parent = np.zeros(capacity, dtype=np.int32)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._alive[0] = True
+        self._last_attempt = np.zeros(capacity)
+        self._counts = np.zeros((capacity, n_classes))
+        # per node and class: decayed [fast, slow] row and error mass (drift watch, see ``adaptive``)
+        self._watch_mass = np.zeros((2, capacity, n_classes))
+        self._watch_errors = np.zeros((2, capacity, n_classes))
+        shape = (capacity, n_classes, n_features)
+        self._weight = np.zeros(shape)
+        self._mean = np.zeros(shape)
+        self._m2 = np.zeros(shape)
+        self._low = np.full(shape, np.inf)
+        self._high = np.full(shape, -np.inf)
+
+    def _resize(self, capacity: int, n_classes: int, n_features: int) -> None:
+        """Grow the arrays (never shrinks): more nodes, classes or features."""
+        old_cap, old_c, old_f = self._weight.shape
+        if (capacity, n_classes, n_features) == (old_cap, old_c, old_f):
+            return
+        names = ("_feature", "_threshold", "_left", "_nan_left", "_depth", "_parent", "_alive")
+        old = {k: getattr(self, k) for k in names}
+        old.update(_last_attempt=self._last_attempt, _counts=self._counts)
+        watch = {k: getattr(self, k) for k in ("_watch_mass", "_watch_errors")}
+        stats = {k: getattr(self, k) for k in ("_weight", "_mean", "_m2", "_low", "_high")}
+        self._allocate(capacity, n_classes, n_features)
+        for k, a in old.items():
+            target = getattr(self, k)
+            if a.ndim == 1:
+                target[:old_cap] = a
+            else:
+                target[:old_cap, :old_c] = a
+        for k, a in watch.items():
+            getattr(self, k)[:, :old_cap, :old_c] = a
+        for k, a in stats.items():
+            getattr(self, k)[:old_cap, :old_c, :old_f] = a
+
+    @property
+    def n_nodes(self) -> int:
+        """Nodes in the tree (branches and leaves)."""
+        return self._n_nodes - 2 * len(self._free)
+
+    @property
+    def n_leaves(self) -> int:
+        live = self._alive[: self._n_nodes]
+        return int(np.sum(live & (self._feature[: self._n_nodes] == _LEAF)))
+
+    @property
+    def depth(self) -> int:
+        return int(self._depth[: self._n_nodes][self._alive[: self._n_nodes]].max())
+
+    @property
+    def classes(self) -> list[Hashable]:
+        """Class labels in the column order of ``predict_proba_array``."""
+        return list(self._classes)
+
+    @property
+    def _multiclass(self) -> bool:
+        return True
+
+    # -- array API -----------------------------------------------------------------------------------
+    def leaves(self, X: np.ndarray, start: int = 0) -> np.ndarray:
+        """The leaf each row of ``X`` falls into from node ``start`` (the root by default); a missing
+        value follows the heavier branch."""
+        if len(X) == 1:
+            return np.array([self._leaf_of(X[0], start)], dtype=np.int32)
+        node = np.full(len(X), start, dtype=np.int32)
+        feature, n_features = self._feature, X.shape[1]
+        rows = np.arange(len(X))
+        while len(rows):
+            f = feature[node[rows]]
+            inner = f != _LEAF
+            rows, f = rows[inner], f[inner]
+            if not len(rows):
+                break
+            at = node[rows]
+            values = X[rows, np.minimum(f, n_features - 1)] if n_features else np.full(len(rows), np.nan)
+            values = np.where(f < n_features, values, np.nan)
+            go_left = np.where(np.isnan(values), self._nan_left[at], values <= self._threshold[at])
+            node[rows] = self._left[at] + (~go_left)
+        return node
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the tree learns: leaves computed at the same version are still valid."""
+        return self._version
+
+    def _leaf_of(self, x: np.ndarray, node: int) -> int:
+        """``leaves`` for one row, walked in Python (cheaper than array passes for a single row)."""
+        feature, n_features = self._feature, len(x)
+        while (f := int(feature[node])) != _LEAF:
+            value = x[f] if f < n_features else math.nan
+            go_left = bool(self._nan_left[node]) if value != value else value <= self._threshold[node]
+            node = int(self._left[node]) + (0 if go_left else 1)
+        return node
+
+    def predict_proba_array(self, X: np.ndarray, leaves: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities (rows sum to 1, or are all 0 at a leaf that has seen nothing).
+
+        ``leaves``: ``leaves(X)`` if already computed at this ``version``.
+        """
+        counts = self._counts[self.leaves(X) if leaves is None else leaves]
+        total = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+
+    def learn_array(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, leaves: np.ndarray | None = None
+    ) -> None:
+        """Learn rows ``X`` with class indices ``y`` (into ``classes``) and weights ``w`` (default 1).
+
+        ``X`` may have more columns than the tree has seen (new features are appended) and ``y`` new class
+        indices; rows with weight 0 are skipped. ``leaves``: ``leaves(X)`` if already computed at this
+        ``version``.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.intp)
+        w = np.ones(len(X)) if w is None else np.asarray(w, dtype=np.float64)
+        keep = w > 0
+        if not keep.all():
+            X, y, w = X[keep], y[keep], w[keep]
+            leaves = None if leaves is None else leaves[keep]
+        n_classes = max(self._counts.shape[1], int(y.max()) + 1 if len(y) else 0)
+        self._resize(len(self._feature), n_classes, max(self._weight.shape[2], X.shape[1]))
+        if not len(X):
+            return
+        if X.shape[1] < self._weight.shape[2]:
+            X = np.hstack([X, np.full((len(X), self._weight.shape[2] - X.shape[1]), np.nan)])
+        self._version += 1
+        leaf = self.leaves(X) if leaves is None else leaves
+        if len(X) == 1:
+            drifted = self._watch_one(int(leaf[0]), int(y[0])) if self.adaptive else []
+            self._counts[leaf[0], y[0]] += w[0]
+            self._update_estimators_one(X[0], int(leaf[0]), int(y[0]), float(w[0]))
+        else:
+            drifted = self._watch(leaf, y) if self.adaptive else []
+            np.add.at(self._counts, (leaf, y), w)
+            self._update_estimators(X, leaf, y, w)
+        total = self._counts.sum(axis=1)
+        touched = np.unique(leaf)
+        due = touched[total[touched] - self._last_attempt[touched] >= self.grace_period]
+        split = []
+        for node in due.tolist():
+            self._last_attempt[node] = total[node]
+            if self._attempt_split(node):
+                split.append(node)
+        if self.regrow and len(X) > 1:  # one row at a time, a split already hands on the rest of the stream
+            self._regrow(split, X, leaf, y, w)
+        for node in drifted:
+            self._prune(node)
+
+    def _regrow(
+        self, split: list[int], X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray
+    ) -> None:
+        """Let the batch keep growing the nodes it split: the batch's rows of a node that split go down to
+        its children's estimators, and a child that got ``grace_period`` weight from them may split in turn.
+
+        One event at a time, a leaf that splits hands the rest of the stream to its children at once; a
+        batch splits a leaf only after all of its rows are counted, so without this step a tree could grow
+        at most one level per batch. The Hoeffding bound of such a split counts only the batch's rows.
+        """
+        while split:
+            grown = []
+            for node in split:
+                rows = np.flatnonzero(leaf == node)
+                if not len(rows):
+                    continue
+                child = self.leaves(X[rows], start=node)
+                leaf[rows] = child
+                self._update_estimators(X[rows], child, y[rows], w[rows])
+                for c in np.unique(child).tolist():
+                    seen = float(self._weight[c].sum(axis=0).max()) if self._weight.shape[2] else 0.0
+                    if seen >= self.grace_period and self._attempt_split(c, seen):
+                        grown.append(c)
+            split = grown
+
+    # -- drift watch ---------------------------------------------------------------------------------
+    def _watch(self, leaf: np.ndarray, y: np.ndarray) -> list[int]:
+        """Update every node's error watch with the batch (predictions before learning it); return the
+        topmost nodes whose class-conditional error rate rose."""
+        n_classes, used = self._counts.shape[1], self._n_nodes
+        counts = self._counts[leaf]
+        known = counts.sum(axis=1) > 0
+        if not known.any():
+            return []
+        wrong = (counts.argmax(axis=1) != y) & known
+        group = leaf * n_classes + y
+        size = len(self._feature) * n_classes
+        rows = np.bincount(group[known], minlength=size).reshape(-1, n_classes)[:used].astype(float)
+        errors = np.bincount(group, weights=wrong, minlength=size).reshape(-1, n_classes)[:used]
+        depth = self._depth[:used]
+        live = self._alive[:used]
+        for d in range(int(depth[live].max()), 0, -1):  # subtree sums, deepest level first
+            at = np.flatnonzero(live & (depth == d))
+            np.add.at(rows, self._parent[at], rows[at])
+            np.add.at(errors, self._parent[at], errors[at])
+        mass, err = decay_into(
+            self._watch_mass[:, :used], self._watch_errors[:, :used], rows, errors, FAST, SLOW
+        )
+        self._watch_mass[:, :used], self._watch_errors[:, :used] = mass, err
+        flagged = np.any(error_rose(mass, err, MARGIN, Z, MIN_MASS), axis=1) & live
+        flagged &= self._feature[:used] != _LEAF  # a leaf's own counts keep following the data
+        nodes = set(np.flatnonzero(flagged).tolist())
+        return [n for n in nodes if not self._ancestors(n) & nodes]
+
+    def _watch_one(self, leaf: int, y: int) -> list[int]:
+        """``_watch`` for a single row: only the nodes on its path change."""
+        counts = self._counts[leaf]
+        if not counts.any():
+            return []
+        wrong = float(int(counts.argmax()) != y)
+        path = [leaf, *sorted(self._ancestors(leaf), reverse=True)]
+        one = np.ones(len(path))
+        mass, err = decay_into(
+            self._watch_mass[:, path, y], self._watch_errors[:, path, y], one, wrong * one, FAST, SLOW
+        )
+        self._watch_mass[:, path, y], self._watch_errors[:, path, y] = mass, err
+        flagged = error_rose(mass, err, MARGIN, Z, MIN_MASS)
+        nodes = [
+            n for n, hit in zip(path, flagged.tolist(), strict=True) if hit and self._feature[n] != _LEAF
+        ]
+        return nodes[-1:]  # the topmost: the path runs from the leaf up to the root
+
+    def _ancestors(self, node: int) -> set[int]:
+        out = set()
+        while node:
+            node = int(self._parent[node])
+            out.add(node)
+        return out
+
+    def _prune(self, node: int) -> None:
+        """Turn ``node`` back into an empty leaf and free its subtree's slots."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if self._feature[n] != _LEAF:
+                child = int(self._left[n])
+                stack += [child, child + 1]
+                self._free.append(child)
+                self._alive[child : child + 2] = False
+            self._reset_slot(n)
+        self._alive[node] = True
+        self._last_attempt[node] = 0.0
+        self._version += 1
+        self.n_pruned += 1
+
+    def _reset_slot(self, n: int) -> None:
+        self._feature[n] = _LEAF
+        self._counts[n] = 0.0
+        self._watch_mass[:, n] = 0.0
+        self._watch_errors[:, n] = 0.0
+        self._clear_estimators(n)
+
+    def _clear_estimators(self, n: int) -> None:
+        self._weight[n] = 0.0
+        self._mean[n] = 0.0
+        self._m2[n] = 0.0
+        self._low[n], self._high[n] = np.inf, -np.inf
+
+    def _update_estimators(self, X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        """Merge the batch's per-(leaf, class, feature) weight, mean, M2, min and max into the leaves."""
+        n_classes = self._counts.shape[1]
+        group = leaf * n_classes + y
+        order = np.argsort(group, kind="stable")
+        group, X, w = group[order], X[order], w[order]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        valid = ~np.isnan(X)
+        Xz = np.where(valid, X, 0.0)
+        wv = w[:, None] * valid
+        nb = np.add.reduceat(wv, starts, axis=0)
+        sb = np.add.reduceat(wv * Xz, starts, axis=0)
+        mb = np.divide(sb, nb, out=np.zeros_like(sb), where=nb > 0)
+        m2b = np.add.reduceat(
+            wv * (Xz - np.repeat(mb, np.diff(np.r_[starts, len(X)]), axis=0)) ** 2, starts, 0
+        )
+        lo = np.minimum.reduceat(np.where(valid, X, np.inf), starts, axis=0)
+        hi = np.maximum.reduceat(np.where(valid, X, -np.inf), starts, axis=0)
+        g = group[starts]
+        nodes, classes = g // n_classes, g % n_classes
+        na = self._weight[nodes, classes]
+        ma = self._mean[nodes, classes]
+        n = na + nb
+        delta = mb - ma
+        share = np.divide(nb, n, out=np.zeros_like(nb), where=n > 0)
+        self._mean[nodes, classes] = ma + delta * share
+        self._m2[nodes, classes] = self._m2[nodes, classes] + m2b + delta**2 * na * share
+        self._weight[nodes, classes] = n
+        self._low[nodes, classes] = np.minimum(self._low[nodes, classes], lo)
+        self._high[nodes, classes] = np.maximum(self._high[nodes, classes], hi)
+
+    def _update_estimators_one(self, x: np.ndarray, node: int, y: int, w: float) -> None:
+        """``_update_estimators`` for a single row (Welford's update per feature)."""
+        valid = ~np.isnan(x)
+        xv = np.where(valid, x, 0.0)
+        weight, mean = self._weight[node, y], self._mean[node, y]
+        n = weight + w * valid
+        delta = xv - mean
+        new_mean = mean + np.divide(w * delta, n, out=np.zeros_like(n), where=valid & (n > 0))
+        self._m2[node, y] += np.where(valid, w * delta * (xv - new_mean), 0.0)
+        self._mean[node, y] = new_mean
+        self._weight[node, y] = n
+        self._low[node, y] = np.where(valid, np.minimum(self._low[node, y], xv), self._low[node, y])
+        self._high[node, y] = np.where(valid, np.maximum(self._high[node, y], xv), self._high[node, y])
+
+    # -- splitting -----------------------------------------------------------------------------------
+    def _merit(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Split merit of class weights ``left``/``right`` shaped (classes, ...); -inf where a split sends
+        no more than ``min_branch_fraction`` of the weight down one side."""
+        wl, wr = left.sum(axis=0), right.sum(axis=0)
+        total = wl + wr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.split_criterion == "gini":
+                gl = 1.0 - ((left / wl) ** 2).sum(axis=0)
+                gr = 1.0 - ((right / wr) ** 2).sum(axis=0)
+                merit = 1.0 - (np.nan_to_num(wl * gl) + np.nan_to_num(wr * gr)) / total
+            else:
+                pre = left + right
+                merit = _entropy(pre, total) - (wl * _entropy(left, wl) + wr * _entropy(right, wr)) / total
+        enough = ((wl / total) > self.min_branch_fraction) & ((wr / total) > self.min_branch_fraction)
+        return np.where(enough & (total > 0), merit, -np.inf)
+
+    def _merit_range(self, n_classes: int) -> float:
+        return 1.0 if self.split_criterion == "gini" else math.log2(max(n_classes, 2))
+
+    def _attempt_split(self, node: int, evidence: float | None = None) -> bool:
+        """Split ``node`` if the Hoeffding bound (over ``evidence`` weight, default the node's total)
+        allows it; whether it split."""
+        counts = self._counts[node]
+        total = counts.sum()
+        if np.count_nonzero(counts) < 2 or counts.max() / total > self.max_share_to_split:
+            return False
+        if self._depth[node] >= self.max_depth or (not self._free and self._n_nodes + 2 > self.max_nodes):
+            return False
+        weight, mean = self._weight[node], self._mean[node]  # (classes, features)
+        low, high = self._low[node], self._high[node]
+        lo, hi = low.min(axis=0), high.max(axis=0)  # (features,)
+        if not len(lo):
+            return False
+        steps = np.arange(1, self.n_splits + 1) / (self.n_splits + 1.0)
+        points = lo[:, None] + (hi - lo)[:, None] * steps  # (features, splits)
+        usable = np.isfinite(points) & (points > lo[:, None]) & (points < hi[:, None])
+        var = np.divide(self._m2[node], weight - 1.0, out=np.zeros_like(weight), where=weight > 1.0)
+        sigma = np.sqrt(np.maximum(var, 0.0))[:, :, None]
+        v = points[None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cdf = np.where(sigma > 0, ndtr((v - mean[:, :, None]) / sigma), (v >= mean[:, :, None]) * 1.0)
+        w3 = weight[:, :, None]
+        left = np.where(v < low[:, :, None], 0.0, np.where(v >= high[:, :, None], w3, cdf * w3))
+        left = np.where(w3 > 0, left, 0.0)
+        right = w3 - left
+        merit = np.where(usable, self._merit(left, right), -np.inf)  # (features, splits)
+        best_split = merit.argmax(axis=1)
+        per_feature = merit[np.arange(len(merit)), best_split]
+        ranked = np.argsort(per_feature)
+        best = int(ranked[-1])
+        if not np.isfinite(per_feature[best]):
+            return False
+        second = per_feature[ranked[-2]] if len(ranked) > 1 else -np.inf
+        n = total if evidence is None else evidence
+        bound = math.sqrt(self._merit_range(len(counts)) ** 2 * math.log(1.0 / self.delta) / (2.0 * n))
+        if per_feature[best] - second > bound or bound < self.tau:
+            s = int(best_split[best])
+            self._split(node, best, float(points[best, s]), left[:, best, s], right[:, best, s])
+            return True
+        return False
+
+    def _split(self, node: int, feature: int, threshold: float, left: np.ndarray, right: np.ndarray) -> None:
+        if self._free:
+            child = self._free.pop()
+        else:
+            child = self._n_nodes
+            if child + 2 > len(self._feature):
+                capacity = min(self.max_nodes, 2 * len(self._feature) + 1)
+                self._resize(capacity, self._counts.shape[1], self._weight.shape[2])
+            self._n_nodes += 2
+        self._feature[node] = feature
+        self._threshold[node] = threshold
+        self._left[node] = child
+        self._nan_left[node] = left.sum() >= right.sum()
+        for k, dist in ((child, left), (child + 1, right)):
+            self._reset_slot(k)
+            self._counts[k] = dist
+            self._last_attempt[k] = dist.sum()
+            self._depth[k] = self._depth[node] + 1
+            self._parent[k] = node
+            self._alive[k] = True
+        self._clear_estimators(node)
+
+    # -- dict API ------------------------------------------------------------------------------------
+    def _class_index(self, y: Hashable) -> int:
+        try:
+            return self._classes.index(y)
+        except ValueError:
+            self._classes.append(y)
+            return len(self._classes) - 1
+
+    def learn_one(self, x: Mapping[str, float], y: Hashable, w: float = 1.0) -> None:
+        X = self._features.rows([x], grow=True)
+        self.learn_array(X, np.array([self._class_index(y)]), np.array([float(w)]))
+
+    def learn_many_dicts(
+        self, xs: Sequence[Mapping[str, float]], ys: Sequence[Hashable], w: Any = None
+    ) -> None:
+        """``learn_one`` over a batch at once (split decisions after the batch)."""
+        X = self._features.rows(xs, grow=True)
+        self.learn_array(X, np.array([self._class_index(y) for y in ys], dtype=np.intp), w)
+
+    def predict_proba_one(self, x: Mapping[str, float], **kwargs: Any) -> dict[Hashable, float]:
+        if not self._classes:
+            return {}
+        proba = self.predict_proba_array(self._features.rows([x]))[0]
+        return {c: float(p) for c, p in zip(self._classes, proba, strict=False)}
+
+
+def _entropy(dist: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Entropy in bits of class weights ``dist`` (classes first) with sums ``total``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = dist / total
+        return -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=0)
