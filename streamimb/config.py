@@ -5,7 +5,7 @@ Environment variables named ``STREAMIMB_<SECTION>__<FIELD>`` override the file, 
 
 >>> cfg = ServiceConfig.model_validate({"schema": {"label": "Class"}})
 >>> cfg.event_schema.label, cfg.model.classifier.kind
-('Class', 'hoeffding_adaptive_tree')
+('Class', 'numpy_hoeffding_tree')
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class CalibrationConfig(Section):
 class ClassifierConfig(Section):
     """The supervised online classifier (see streamimb.registry.CLASSIFIERS)."""
 
-    kind: str = "hoeffding_adaptive_tree"
+    kind: str = "numpy_hoeffding_tree"
     params: dict[str, Any] = Field(default_factory=dict)
 
 

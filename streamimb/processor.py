@@ -14,11 +14,14 @@ The Processor is picklable: a checkpoint is a pickle of it.
 Batch mode (``ModelConfig.batch``, on by default): :meth:`Processor.process_many` takes a whole poll batch.
 Detectors that have batch forms (``numpy_half_space_trees``, which batch mode uses in place of river's
 ``half_space_trees``: same trees, same scores) score and learn the batch as one array, test-then-train row by
-row, so their scores are those of the per-event path. The rest of the steps run event by event in the same
-order as :meth:`Processor.process_one`, and give the same results, except for a classifier with batch forms
-(``predict_proba_batch`` / ``learn_batch``): it scores the whole batch before it learns the batch's labels,
-so within a batch an event is not scored by a model that has learned the events just before it.
-With ``batch: false`` every event goes through :meth:`Processor.process_one` with river's detectors.
+row, so their scores are those of the per-event path. A classifier with batch forms (``supports_batch``: the
+imbalance strategies over the default ``numpy_hoeffding_tree``) scores the whole batch before it learns the
+batch's labels, so within a batch an event is not scored by a model that has learned the events just before
+it; its sampling weights are drawn at the priors after the batch. Late labels joined in one poll batch are
+learned together (:meth:`Processor.learn_many`). The rest of the steps (priors, threshold, calibration,
+metrics, drift monitors) run event by event in the same order as :meth:`Processor.process_one`.
+With ``batch: false`` every event goes through :meth:`Processor.process_one` with river's models (river's
+half-space trees, and river's Hoeffding adaptive tree in place of ``numpy_hoeffding_tree``).
 
 >>> from streamimb.config import ModelConfig
 >>> from streamimb.events import Event
@@ -46,10 +49,14 @@ from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
 from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
 from streamimb.imbalance.threshold import THRESHOLDS, build_threshold
-from streamimb.registry import DETECTORS, build_classifier, build_detector
+from streamimb.registry import DETECTORS, build_classifier, build_detector, river_twin_of_numpy_tree
 
 # Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
 BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
+# Classifier kinds that the per-event path (``batch: false``) replaces by a river model (the numpy tree
+# learns a single row much more slowly than river's trees do; see ``river_twin_of_numpy_tree``).
+PER_EVENT_TWINS = {"numpy_hoeffding_tree": river_twin_of_numpy_tree}
+WARMUP_SLICE = 32  # smallest slice a young batch classifier learns from (see Processor.process_many)
 
 
 class Processor:
@@ -103,7 +110,12 @@ class Processor:
             window=cal.window,
             warmup=cal.warmup,
         )
-        base_classifier = build_classifier(config.classifier.kind, **config.classifier.params)
+        twin = None if self.batch else PER_EVENT_TWINS.get(config.classifier.kind)
+        base_classifier = (
+            twin(**config.classifier.params)
+            if twin is not None
+            else build_classifier(config.classifier.kind, **config.classifier.params)
+        )
         self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
         self.threshold_policy = config.threshold.policy or DEFAULT_THRESHOLD
         self.priors = PriorTracker(half_life=config.imbalance.half_life)
@@ -271,6 +283,19 @@ class Processor:
         self.classifier.learn_one(verdict.x, label)
         return drifts
 
+    def learn_many(self, labelled: Sequence[tuple[Verdict, str]]) -> list[DriftEvent]:
+        """``learn_one`` over late labels; a classifier with batch forms learns them as one batch."""
+        if not getattr(self.classifier, "supports_batch", False):
+            return [drift for verdict, label in labelled for drift in self.learn_one(verdict, label)]
+        drifts: list[DriftEvent] = []
+        for verdict, label in labelled:
+            drifts += self._learn_label(verdict, label)
+        if labelled:
+            self.classifier.learn_batch(
+                [v.x for v, _ in labelled], [y for _, y in labelled], [v.time for v, _ in labelled]
+            )
+        return drifts
+
     def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
         """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
         drifts: list[DriftEvent] = []
@@ -322,6 +347,25 @@ class Processor:
             return verdicts, drifts
         if not events:
             return verdicts, drifts
+        if getattr(self.classifier, "supports_batch", False) and any(e.label is not None for e in events):
+            # A young batch classifier learns the batch's labels in smaller slices first (`batch_slice`).
+            start = 0
+            while start < len(events) and (size := batch_slice(self.n_learned, len(events))) < len(events):
+                got, raised = self._process_batch(events[start : start + size])
+                verdicts += got
+                drifts += raised
+                start += size
+            events = events[start:]
+            if not events:
+                return verdicts, drifts
+        got, raised = self._process_batch(events)
+        return verdicts + got, drifts + raised
+
+    def _process_batch(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
+        """``process_many``'s batch path over one slice of the batch."""
+        verdicts: list[Verdict] = []
+        drifts: list[DriftEvent] = []
+        negatives_only = self.config.learn_detectors_on == "negatives"
         transform = self.features.transform_one
         xs = [transform(e.features) for e in events]
         learn = None
@@ -330,7 +374,7 @@ class Processor:
             learn = [e.label is None or e.label != positive for e in events]
         columns = [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
         classifier = self.classifier
-        batch_classifier = hasattr(classifier, "predict_proba_batch") and hasattr(classifier, "learn_batch")
+        batch_classifier = getattr(classifier, "supports_batch", False)
         probas: list[dict] | None = None
         if batch_classifier:
             probas = list(classifier.predict_proba_batch(xs)) if self.n_learned else [{}] * len(xs)
@@ -442,6 +486,18 @@ class Processor:
             "segments": evaluation.pop("segments", []),
             "history_truncated": evaluation.pop("history_truncated"),
         }
+
+
+def batch_slice(n_learned: int, batch: int) -> int:
+    """How many events of a batch a batch classifier scores before it learns, having learned ``n_learned``.
+
+    A young model learns from slices of a quarter of what it has learned (at least ``WARMUP_SLICE``), so
+    that it does not score whole batches blind while it starts; from ``4 * batch`` labels on, whole batches.
+
+    >>> [batch_slice(n, 500) for n in (0, 400, 1000, 2000)]
+    [32, 100, 250, 500]
+    """
+    return batch if n_learned >= 4 * batch else min(batch, max(WARMUP_SLICE, n_learned // 4))
 
 
 def score_learn_many(

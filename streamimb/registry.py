@@ -3,9 +3,9 @@
 Defaults are tuned for rare classes, not river's: a Hoeffding tree with ``delta=1e-7`` waits far too long
 to split when one class is 1% of the stream, so ours splits at ``delta=1e-3``.
 
->>> model = build_classifier("hoeffding_adaptive_tree")
+>>> model = build_classifier("numpy_hoeffding_tree")
 >>> type(model).__name__
-'HoeffdingAdaptiveTreeClassifier'
+'NumpyHoeffdingTree'
 >>> build_classifier("nope")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -19,6 +19,7 @@ from typing import Any
 
 from river import base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
+from streamimb.classifiers import NumpyHoeffdingTree
 from streamimb.detectors.anomaly import DETECTORS, build_detector
 
 __all__ = ["CLASSIFIERS", "DETECTORS", "build_classifier", "build_detector"]
@@ -49,6 +50,47 @@ def hoeffding_adaptive_tree(
     )
 
 
+def numpy_hoeffding_tree(
+    grace_period: int = 50,
+    delta: float = 1e-3,
+    split_criterion: str = "gini",
+    max_depth: int = 20,
+    max_nodes: int = 1023,
+    **params: Any,
+) -> base.Classifier:
+    """The default: the tuned Hoeffding tree with numpy state (batch forms, subtree pruning on drift,
+    bounded size)."""
+    return NumpyHoeffdingTree(
+        grace_period=grace_period,
+        delta=delta,
+        split_criterion=split_criterion,
+        max_depth=max_depth,
+        max_nodes=max_nodes,
+        **params,
+    )
+
+
+def river_twin_of_numpy_tree(
+    grace_period: int = 50,
+    delta: float = 1e-3,
+    split_criterion: str = "gini",
+    max_depth: int = 20,
+    seed: int | None = 42,
+    **params: Any,
+) -> base.Classifier:
+    """What the per-event path (``batch: false``) runs for ``numpy_hoeffding_tree``: river's Hoeffding
+    adaptive tree with the same split settings (one row at a time the numpy tree is slow; river's adaptive
+    tree is what the numpy tree's subtree pruning imitates). Numpy-only settings are ignored."""
+    return hoeffding_adaptive_tree(
+        grace_period=grace_period,
+        delta=delta,
+        split_criterion=split_criterion,
+        max_depth=max_depth,
+        seed=seed,
+        **{k: v for k, v in params.items() if k in ("tau", "min_branch_fraction", "max_share_to_split")},
+    )
+
+
 def logistic_regression(lr: float = 0.05, l2: float = 0.0, **params: Any) -> base.Classifier:
     """Standardised logistic regression, one-vs-rest so that it takes any class labels (and many classes)."""
     model = linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2, **params)
@@ -70,6 +112,7 @@ def arf(
 CLASSIFIERS: dict[str, Callable[..., base.Classifier]] = {
     "hoeffding_tree": hoeffding_tree,
     "hoeffding_adaptive_tree": hoeffding_adaptive_tree,
+    "numpy_hoeffding_tree": numpy_hoeffding_tree,
     "logistic_regression": logistic_regression,
     "gaussian_nb": gaussian_nb,
     "arf": arf,

@@ -35,6 +35,11 @@ def card_records(n: int, seed: int = 5, labelled_every: int = 1) -> list[bytes]:
     return out
 
 
+# The per-event/batch equivalence holds for a classifier without batch forms (the default numpy tree scores a
+# batch before learning it and runs as river's adaptive tree in per-event mode: see test_batch_strategies).
+PER_EVENT_CLASSIFIER = {"classifier": {"kind": "hoeffding_adaptive_tree"}}
+
+
 def verdict_key(v) -> tuple:
     return (v.event_id, v.index, v.anomaly_score, v.anomaly_alert, v.proba, v.predicted, v.classifier_alert,
             v.reason, v.scores, v.x)  # fmt: skip
@@ -65,8 +70,8 @@ def test_batch_mode_gives_the_per_event_results(model):
     records = card_records(3000, labelled_every=2)
     records[100] = b"{broken"
     records[2000] = b'{"id": "x", "amount": "lots"}'
-    each_p, each = run_pipeline(records, ModelConfig(**model, batch=False))
-    batch_p, batch = run_pipeline(records, ModelConfig(**model, batch=True))
+    each_p, each = run_pipeline(records, ModelConfig(**model, **PER_EVENT_CLASSIFIER, batch=False))
+    batch_p, batch = run_pipeline(records, ModelConfig(**model, **PER_EVENT_CLASSIFIER, batch=True))
     assert any(type(d).__name__ == "ScaledHalfSpaceTrees" for d in batch_p.detectors.values())
     assert not any(isinstance(d, ScaledHalfSpaceTrees) for d in each_p.detectors.values())
     assert [verdict_key(v) for v in flatten(each, "verdicts")] == [
@@ -88,9 +93,9 @@ def test_process_many_matches_process_one_in_any_batching():
         x = {"a": rng.gauss(3.0 if positive else 0.0, 1.0), "b": rng.gauss(0, 1), "c": rng.choice("xyz")}
         label = None if i % 4 == 3 else ("1" if positive else "0")
         events.append(Event(id=str(i), time=float(i), features=x, label=label))
-    reference = Processor(ModelConfig(batch=False), positive="1", classes=["0", "1"])
+    reference = Processor(ModelConfig(**PER_EVENT_CLASSIFIER, batch=False), positive="1", classes=["0", "1"])
     expected = [verdict_key(reference.process_one(e)[0]) for e in events]
-    p = Processor(ModelConfig(batch=True), positive="1", classes=["0", "1"])
+    p = Processor(ModelConfig(**PER_EVENT_CLASSIFIER, batch=True), positive="1", classes=["0", "1"])
     got, start = [], 0
     for size in [1, 3, 7, 8, 400, 1, 999, 2500]:  # single rows, small batches (row by row), large ones
         verdicts, _ = p.process_many(events[start : start + size])
@@ -113,7 +118,7 @@ def test_batch_mode_survives_pickling_midway():
 
 def test_negatives_mode_without_a_positive_class_goes_event_by_event():
     events = [Event(str(i), None, {"a": float(i % 7)}, "1" if i % 10 == 0 else "0") for i in range(600)]
-    config = ModelConfig(learn_detectors_on="negatives", min_positive_labels=5)
+    config = ModelConfig(learn_detectors_on="negatives", min_positive_labels=5, **PER_EVENT_CLASSIFIER)
     reference = Processor(config.model_copy(update={"batch": False}))
     expected = [verdict_key(reference.process_one(e)[0]) for e in events]
     p = Processor(config)
@@ -139,6 +144,8 @@ def test_priors_are_tracked_once_with_the_same_results(monkeypatch):
 
 class BatchClassifier:
     """A classifier with batch forms: records what it was asked, predicts its learned count."""
+
+    supports_batch = True
 
     def __init__(self) -> None:
         self.learned: list[tuple[dict, str, float | None]] = []

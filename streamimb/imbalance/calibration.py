@@ -15,8 +15,9 @@ the calibration keeps following prevalence shifts as soon as the prior tracker d
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
+import numpy as np
 from river import base
 
 __all__ = ["PriorShiftCalibrator"]
@@ -106,4 +107,67 @@ class PriorShiftCalibrator(base.Base):
             g = pc - (1.0 if c == y else 0.0)
             grad_a += g * ratios[c]
             self._b[c] = self._b.get(c, 0.0) - self.lr * g
+        self._a = min(max(self._a - self.lr * grad_a, 0.05), 2.0)
+
+    # -- array forms: a batch of rows at once --------------------------------------------------------
+    def _ratio_array(self, raw: np.ndarray, train: np.ndarray) -> np.ndarray:
+        """``_ratios`` for rows of ``raw`` (columns = classes); NaN where a class has no training prior."""
+        k = max(raw.shape[1], 1)
+        total = raw.sum(axis=1, keepdims=True)
+        q = np.divide(raw, total, out=np.full_like(raw, 1.0 / k), where=total > 0) + self.eps
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.log(q / (1.0 + k * self.eps) / train)
+        return np.where(train > 0, np.clip(r, -self.clip, self.clip), np.nan)
+
+    def _softmax_array(self, ratios: np.ndarray, priors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        z = self._a * ratios + offsets + np.log(np.maximum(priors, 1e-9))
+        z = np.where(np.isnan(ratios), -np.inf, z)
+        top = z.max(axis=1, keepdims=True)
+        e = np.exp(z - np.where(np.isfinite(top), top, 0.0))
+        s = e.sum(axis=1, keepdims=True)
+        return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
+
+    def transform_array(
+        self, raw: np.ndarray, priors: np.ndarray, train: np.ndarray, classes: Sequence[Hashable]
+    ) -> np.ndarray:
+        """``transform`` for every row of ``raw`` (columns follow ``classes``); a class without training
+        prior gets 0, a row where no class has one is all 0.
+
+        >>> cal = PriorShiftCalibrator()
+        >>> raw, priors, train = np.array([[0.5, 0.5]]), np.array([0.9, 0.1]), np.array([0.5, 0.5])
+        >>> cal.transform_array(raw, priors, train, "ab").round(2).tolist()
+        [[0.9, 0.1]]
+        """
+        offsets = np.array([self._b.get(c, 0.0) for c in classes])
+        return self._softmax_array(self._ratio_array(raw, train), priors, offsets)
+
+    def learn_array(
+        self,
+        raw: np.ndarray,
+        priors: np.ndarray,
+        train: np.ndarray,
+        y: np.ndarray,
+        classes: Sequence[Hashable],
+    ) -> None:
+        """One SGD step with the summed gradient of the batch's labelled rows (``y``: class indices).
+
+        Rows with fewer than two classes with a training prior, or whose class has none, are skipped, as
+        in ``learn``; for a small ``lr`` this is close to ``learn`` row after row.
+        """
+        ratios = self._ratio_array(raw, train)
+        known = ~np.isnan(ratios)
+        rows = np.arange(len(y))
+        usable = (known.sum(axis=1) >= 2) & known[rows, y]
+        if not usable.any():
+            return
+        ratios, y = ratios[usable], y[usable]
+        offsets = np.array([self._b.get(c, 0.0) for c in classes])
+        g = self._softmax_array(ratios, priors, offsets)
+        g[np.arange(len(y)), y] -= 1.0
+        g = np.where(np.isnan(ratios), 0.0, g)
+        grad_a = float(np.sum(g * np.nan_to_num(ratios)))
+        grad_b = g.sum(axis=0)
+        touched = np.isfinite(ratios).any(axis=0)
+        for j in np.flatnonzero(touched).tolist():
+            self._b[classes[j]] = self._b.get(classes[j], 0.0) - self.lr * float(grad_b[j])
         self._a = min(max(self._a - self.lr * grad_a, 0.05), 2.0)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Hashable, Mapping
+from typing import Any
 
+import numpy as np
 from river import base
 
+from streamimb.imbalance.monitor import ClassErrorMonitor
 from streamimb.imbalance.priors import PriorTracker
 from streamimb.imbalance.strategy import ImbalanceStrategy, learn_weighted
 
@@ -133,6 +136,12 @@ class OnlineOverSampler(ImbalanceStrategy):
             self.n_fits += learn_weighted(self._model, x, y, w * k, self._use_w, self._rng)
         self._record_fed({y: w * lam})
 
+    def _row_weights(self, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lam = self._label_rates(self.rates(), y)
+        whole = np.floor(lam)
+        copies = whole + (self._np_rng.random(len(y)) < lam - whole)
+        return (w * copies)[None, :], w * lam
+
 
 class OnlineUnderSampler(OnlineOverSampler):
     """Online random under-sampling whose rates follow the current priors ("undersample").
@@ -164,6 +173,12 @@ class ImbalancedBagging(ImbalanceStrategy):
         "over" (OOB) or "under" (UOB); see `sampling_rates`.
     ratio, max_rate, min_rate
         See `sampling_rates`.
+    replace_drifted
+        With a base learner that has array forms: watch each member's class-conditional error rates on
+        every scored batch (`ClassErrorMonitor`) and replace a member whose errors rose (concept drift)
+        by a fresh one, which votes once it has learned ``min_vote_age`` labelled events.
+    min_vote_age
+        Labelled events a replacement member learns before its probabilities count.
     half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, calibrate, seed
         See `ImbalanceStrategy`.
     """
@@ -176,6 +191,8 @@ class ImbalancedBagging(ImbalanceStrategy):
         ratio: float = 1.0,
         max_rate: float = 100.0,
         min_rate: float = 0.0,
+        replace_drifted: bool = True,
+        min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
         tracker: PriorTracker | None = None,
@@ -205,10 +222,42 @@ class ImbalancedBagging(ImbalanceStrategy):
         self.ratio = ratio
         self.max_rate = max_rate
         self.min_rate = min_rate
+        self.replace_drifted = replace_drifted
+        self.min_vote_age = min_vote_age
         self._models: list[base.Classifier] = []
+        self._monitors: list[ClassErrorMonitor] = []
+        self._ages: list[int] = []
+        self.n_replaced = 0
 
     def _init_models(self) -> None:
         self._models = [self._new_member(i) for i in range(self.n_models)]
+        self._monitors = [ClassErrorMonitor() for _ in range(self.n_models)]
+        self._ages = [self.min_vote_age] * self.n_models  # the first members vote from the start
+
+    def _voters(self) -> list[bool]:
+        mature = [age >= self.min_vote_age for age in self._ages]
+        return mature if any(mature) else [True] * len(mature)
+
+    def _drifted_members(self, scores: Any, y: np.ndarray) -> list[int]:
+        drifted = []
+        for i, (model, leaves) in enumerate(zip(self._models, scores.leaves, strict=True)):
+            self._ages[i] += len(y)
+            if not self.replace_drifted:
+                continue
+            proba = model.predict_proba_array(scores.X, leaves)
+            known = proba.sum(axis=1) > 0
+            if proba.shape[1] and known.any():
+                wrong = proba[known].argmax(axis=1) != y[known]
+                if self._monitors[i].update(wrong, y[known]):
+                    drifted.append(i)
+        return drifted
+
+    def _replace_members(self, members: list[int]) -> None:
+        for i in members:
+            self.n_replaced += 1
+            self._models[i] = self._new_member(self.n_models * self.n_replaced + i)
+            self._monitors[i] = ClassErrorMonitor()
+            self._ages[i] = 0
 
     def __len__(self) -> int:
         return len(self._models)
@@ -222,7 +271,7 @@ class ImbalancedBagging(ImbalanceStrategy):
         """Current Poisson rate of each class."""
         return sampling_rates(self.priors(), self.mode, self.ratio, self.max_rate, self.min_rate)
 
-    def predict_proba_raw(self, x: dict) -> dict[Hashable, float]:
+    def _raw_one(self, x: dict) -> dict[Hashable, float]:
         votes: dict[Hashable, float] = {}
         n = 0
         for model in self._models:
@@ -242,6 +291,10 @@ class ImbalancedBagging(ImbalanceStrategy):
             if k:
                 self.n_fits += learn_weighted(model, x, y, w * k, self._use_w, self._rng)
         self._record_fed({y: w * lam})
+
+    def _row_weights(self, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lam = self._label_rates(self.rates(), y)
+        return w * self._np_rng.poisson(lam, size=(self.n_models, len(y))), w * lam
 
 
 class OOB(ImbalancedBagging):
@@ -264,6 +317,8 @@ class OOB(ImbalancedBagging):
         n_models: int = 10,
         ratio: float = 1.0,
         max_rate: float = 100.0,
+        replace_drifted: bool = True,
+        min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
         tracker: PriorTracker | None = None,
@@ -281,6 +336,8 @@ class OOB(ImbalancedBagging):
             max_rate=max_rate,
             min_rate=0.0,
             classifier=classifier,
+            replace_drifted=replace_drifted,
+            min_vote_age=min_vote_age,
             half_life=half_life,
             time_based=time_based,
             tracker=tracker,
@@ -313,6 +370,8 @@ class UOB(ImbalancedBagging):
         n_models: int = 10,
         ratio: float = 1.0,
         min_rate: float = 0.0,
+        replace_drifted: bool = True,
+        min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
         tracker: PriorTracker | None = None,
@@ -330,6 +389,8 @@ class UOB(ImbalancedBagging):
             max_rate=100.0,
             min_rate=min_rate,
             classifier=classifier,
+            replace_drifted=replace_drifted,
+            min_vote_age=min_vote_age,
             half_life=half_life,
             time_based=time_based,
             tracker=tracker,

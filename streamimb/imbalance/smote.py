@@ -141,6 +141,8 @@ class OnlineSMOTE(ImbalanceStrategy):
     ('rare', 'common')
     """
 
+    _batch_form = False  # synthetic samples are drawn from a per-event buffer
+
     def __init__(
         self,
         classifier: base.Classifier,

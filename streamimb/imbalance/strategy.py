@@ -5,6 +5,11 @@ learns from (weights, resampling, synthetic samples), and keeps a decayed record
 the base model ("training priors"). `predict_proba_one` maps the base model's probabilities from the
 training priors back to the current priors (`p(c|x) ∝ q(c|x) · π_c / π'_c`), so every strategy returns
 probabilities calibrated to today's prevalence; threshold policies turn them into decisions.
+
+A base classifier with numpy batch forms (``learn_array`` / ``predict_proba_array``, e.g.
+`NumpyHoeffdingTree`) is driven through them, one event or a whole batch at a time: the strategy then keeps
+the feature columns and class indices, and `predict_proba_batch` / `learn_batch` score and learn a batch
+with array operations (sampling weights drawn for the batch at the priors after its labels).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import random
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 from river import base, compose, drift, multiclass
 
+from streamimb.classifiers.features import FeatureIndex
 from streamimb.imbalance.calibration import PriorShiftCalibrator
 from streamimb.imbalance.priors import PriorTracker
 
@@ -154,6 +161,13 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self._resets: list[int] = []
         self._trained_since = 0
         self.n_fits = 0
+        self._arrays = self._batch_form and hasattr(classifier, "learn_array")
+        self._index = FeatureIndex()
+        self._labels: list[Hashable] = []
+        self._np_rng = np.random.default_rng(seed)
+        self._batch_cache: _BatchScores | None = None
+
+    _batch_form = True  # whether the strategy has an array form (`_row_weights`)
 
     # -- river plumbing ------------------------------------------------------------------------------
     @property
@@ -223,6 +237,12 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         """The base model's probabilities, under its training priors."""
         if self._wrap is None:
             return {}
+        if self._arrays:
+            return dict(zip(self._labels, self._raw_array(self._index.rows([x]))[0].tolist(), strict=True))
+        return self._raw_one(x)
+
+    def _raw_one(self, x: dict) -> dict[Hashable, float]:
+        """The base model's probabilities through its dict API (strategies with several models override)."""
         return self._model.predict_proba_one(x)
 
     def predict_proba_one(self, x: dict, **kwargs: Any) -> dict[Hashable, float]:
@@ -262,7 +282,10 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
             if self.drift_reset:
                 self._watch_errors(raw, y)
         self._cache = None
-        self._learn(x, y, w)
+        if self._arrays:
+            self._learn_rows([x], [y], np.array([float(w)]))
+        else:
+            self._learn(x, y, w)
 
     def _watch_errors(self, raw: dict[Hashable, float], y: Hashable) -> None:
         """Feed the per-class error detectors; reset the model(s) when one error rate rises."""
@@ -303,3 +326,207 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         """Train the base model on one labelled example (subclasses override)."""
         self.n_fits += learn_weighted(self._model, x, y, w, self._use_w, self._rng)
         self._record_fed({y: w})
+
+    # -- array path ----------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_batch_cache"] = None  # a scored batch's arrays: not state worth a checkpoint
+        return state
+
+    @property
+    def supports_batch(self) -> bool:
+        """Whether `predict_proba_batch` / `learn_batch` work on arrays (the base model has array forms)."""
+        return self._arrays
+
+    def _label_indices(self, ys: list[Hashable]) -> np.ndarray:
+        labels = self._labels
+        for y in ys:
+            if y not in labels:
+                labels.append(y)
+        position = {c: i for i, c in enumerate(labels)}
+        return np.array([position[y] for y in ys], dtype=np.intp)
+
+    def _vector(self, values: dict[Hashable, float]) -> np.ndarray:
+        return np.array([values.get(c, 0.0) for c in self._labels])
+
+    def _raw_array(self, X: np.ndarray) -> np.ndarray:
+        """Mean of the members' normalised class probabilities (members that know nothing are left out)."""
+        return self._score_rows(X)[0]
+
+    def _score_rows(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``_raw_array`` and the leaf each row reached in each member."""
+        k = len(self._labels)
+        votes, n = np.zeros((len(X), k)), np.zeros((len(X), 1))
+        reached = []
+        for model, votes_now in zip(self.models, self._voters(), strict=True):
+            leaves = model.leaves(X)
+            reached.append(leaves)
+            if not votes_now:
+                continue
+            proba = model.predict_proba_array(X, leaves)
+            total = proba.sum(axis=1, keepdims=True)
+            votes[:, : proba.shape[1]] += np.divide(proba, total, out=np.zeros_like(proba), where=total > 0)
+            n += total > 0
+        return np.divide(votes, n, out=np.zeros_like(votes), where=n > 0), reached
+
+    def predict_proba_batch(self, xs: list[dict]) -> list[dict[Hashable, float]]:
+        """`predict_proba_one` for every event of a batch, with one array pass per member."""
+        if not self._arrays or self._wrap is None:
+            return [self.predict_proba_one(x) for x in xs]
+        X = self._index.rows(xs)
+        raw, leaves = self._score_rows(X)
+        self._batch_cache = _BatchScores(xs, X, raw, leaves, [(id(m), m.version) for m in self.models])
+        labels = self._labels
+        priors = self.priors()
+        if not self.correct:
+            out = raw
+        else:
+            train = self._vector(self.training_priors())
+            prior = self._vector(priors)
+            if self.calibrate:
+                out = self._calibrator.transform_array(raw, prior, train, labels)
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out = np.where(train > 0, raw * prior / train, 0.0)
+                total = out.sum(axis=1, keepdims=True)
+                out = np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+            keep = [j for j, t in enumerate(train.tolist()) if t > 0]
+            if len(keep) < len(labels):
+                out, labels = out[:, keep], [labels[j] for j in keep]
+        empty = ~(out.sum(axis=1) > 0)
+        rows = [dict(zip(labels, row, strict=True)) for row in out.tolist()]
+        for i in np.flatnonzero(empty).tolist():
+            rows[i] = dict(priors)
+        return rows
+
+    def learn_batch(self, xs: list[dict], ys: list[Hashable], ts: list[float | None] | None = None) -> None:
+        """`learn_one` for every labelled event of a batch, the base model(s) learning it as arrays.
+
+        The priors are updated event by event; the sampling weights and the calibrator's step use the
+        priors after the batch.
+        """
+        if not self._arrays:
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                self.learn_one(x, y, t=None if ts is None else ts[i])
+            return
+        if not xs:
+            return
+        self._check_labels(ys[0])
+        if self.update_tracker:
+            for i, y in enumerate(ys):
+                self._last_changes = self._tracker.update(y, None if ts is None else ts[i])
+        y_idx = self._label_indices(list(ys))
+        scores = self._cached_scores(xs)
+        self._batch_cache = None
+        if self.drift_reset or (self.calibrate and self.correct):
+            raw = scores.raw if scores is not None else self._raw_array(self._index.rows(xs))
+            priors, train = self._vector(self.priors()), self._vector(self.training_priors())
+            if raw.shape[1] < len(self._labels):
+                raw = np.hstack([raw, np.zeros((len(raw), len(self._labels) - raw.shape[1]))])
+            if self.calibrate and self.correct and raw.any():
+                self._calibrator.learn_array(raw, priors, train, y_idx, self._labels)
+            if self.drift_reset:
+                for row, y in zip(raw.tolist(), ys, strict=True):
+                    self._watch_errors(dict(zip(self._labels, row, strict=True)), y)
+        self._index.add(xs)
+        if scores is not None and scores.valid_for(self.models, len(self._index)):
+            replace = self._drifted_members(scores, y_idx)
+            self._learn_rows(xs, list(ys), np.ones(len(xs)), y_idx, scores)
+            self._replace_members(replace)
+        else:
+            self._learn_rows(xs, list(ys), np.ones(len(xs)), y_idx)
+
+    def _voters(self) -> list[bool]:
+        """Which members' probabilities count (ensembles leave out members too young to vote)."""
+        return [True] * len(self.models)
+
+    def _drifted_members(self, scores: _BatchScores, y: np.ndarray) -> list[int]:
+        """Members whose errors on this scored batch show concept drift (ensembles override)."""
+        return []
+
+    def _replace_members(self, members: list[int]) -> None:
+        """Start these members afresh (ensembles override)."""
+
+    def _cached_scores(self, xs: list[dict]) -> _BatchScores | None:
+        """What `predict_proba_batch` computed for these very events, in their order (None if not all)."""
+        cache = self._batch_cache
+        if cache is None:
+            return None
+        found = [cache.position.get(id(x)) for x in xs]
+        if None in found:
+            return None
+        return cache.take(np.asarray(found, dtype=np.intp))
+
+    def _learn_rows(
+        self,
+        xs: list[dict],
+        ys: list[Hashable],
+        w: np.ndarray,
+        y_idx: np.ndarray | None = None,
+        scores: _BatchScores | None = None,
+    ) -> None:
+        """Train the member(s) on a batch with the strategy's weights, and record the mass fed."""
+        if scores is None:
+            X, leaves = self._index.rows(xs, grow=True), [None] * len(self.models)
+        else:
+            X, leaves = scores.X, scores.leaves
+        if y_idx is None:
+            y_idx = self._label_indices(ys)
+        weights, fed = self._row_weights(y_idx, w)
+        for model, row_weights, reached in zip(self.models, weights, leaves, strict=True):
+            model.learn_array(X, y_idx, row_weights, reached)
+            self.n_fits += int(np.count_nonzero(row_weights))
+        self._record_fed_rows(y_idx, fed)
+
+    def _row_weights(self, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights of each row for each member (members x rows) and the class mass each row feeds."""
+        return w[None, :], w
+
+    def _label_rates(self, rates: dict[Hashable, float], y: np.ndarray) -> np.ndarray:
+        """A per-class rate for each row (1 for a class without one)."""
+        return np.array([rates.get(c, 1.0) for c in self._labels])[y]
+
+    def _record_fed_rows(self, y: np.ndarray, mass: np.ndarray) -> None:
+        """`_record_fed` row after row, at once: row i's mass decays over the rows after it."""
+        n = len(y)
+        d = self._fed_decay
+        decayed = mass * d ** np.arange(n - 1, -1, -1, dtype=np.float64)
+        sums = np.bincount(y, weights=decayed, minlength=len(self._labels))
+        scale = d**n
+        for c in self._fed:
+            self._fed[c] *= scale
+        for j in np.flatnonzero(np.bincount(y, minlength=len(self._labels))).tolist():
+            c = self._labels[j]
+            self._fed[c] = self._fed.get(c, 0.0) + float(sums[j])
+
+
+class _BatchScores:
+    """What scoring a batch computed (rows, raw probabilities, leaves per member), kept for its learning."""
+
+    def __init__(
+        self,
+        xs: list[dict],
+        X: np.ndarray,
+        raw: np.ndarray,
+        leaves: list[np.ndarray],
+        versions: list[tuple[int, int]],
+    ) -> None:
+        self.xs = xs  # held, so that the ids in `position` stay theirs
+        self.position = {id(x): i for i, x in enumerate(xs)}
+        self.X = X
+        self.raw = raw
+        self.leaves = leaves
+        self.versions = versions
+
+    def take(self, rows: np.ndarray) -> _BatchScores:
+        """The same scores for a subset of the rows, in the order given."""
+        if len(rows) == len(self.X) and np.array_equal(rows, np.arange(len(rows))):
+            return self
+        leaves = [lv[rows] for lv in self.leaves]
+        return _BatchScores(
+            [self.xs[i] for i in rows.tolist()], self.X[rows], self.raw[rows], leaves, self.versions
+        )
+
+    def valid_for(self, models: list[Any], n_features: int) -> bool:
+        """Whether the leaves still hold: same members, none has learned since, no new feature."""
+        return self.X.shape[1] == n_features and self.versions == [(id(m), m.version) for m in models]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 from river import base
 
 from streamimb.imbalance.priors import PriorTracker
@@ -202,3 +203,7 @@ class CostSensitive(ImbalanceStrategy):
     def _learn(self, x: dict, y: Hashable, w: float) -> None:
         weight = w * self.weights().get(y, 1.0)
         super()._learn(x, y, weight)
+
+    def _row_weights(self, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weight = w * self._label_rates(self.weights(), y)
+        return weight[None, :], weight

@@ -86,6 +86,8 @@ class BatchOutcome:
     label_records: int = 0
     event_dead_letters: int = 0
     label_dead_letters: int = 0
+    # joined labels waiting for their partition's Processor, learned together at the end of the batch
+    to_learn: dict[int, tuple[Any, list[tuple[Verdict, str]]]] = field(default_factory=dict)
 
 
 class LabelDecoder:
@@ -702,7 +704,7 @@ class ServiceRunner:
                     if event.label is None and self.kafka.labels_topic:
                         early = self._join(outcome, state, state.joiner.add, event.id, _slim(verdict))
                         if early is not None:
-                            outcome.drifts += state.processor.learn_one(verdict, early)
+                            self._to_learn(outcome, state, verdict, early)
                 state.offsets[self.kafka.events_topic] = recs[-1].offset + 1
                 state.dirty += len(recs)
                 self._since_checkpoint += len(recs)
@@ -712,7 +714,15 @@ class ServiceRunner:
                     continue  # rewound with its events partition (or not ours): it comes again
                 outcome.label_records += 1
                 self._learn_label(r, outcome)
+            for state, labelled in outcome.to_learn.values():
+                outcome.drifts += state.processor.learn_many(labelled)
+            outcome.to_learn.clear()
         return outcome
+
+    @staticmethod
+    def _to_learn(outcome: BatchOutcome, state: PartitionState, verdict: Verdict, label: str) -> None:
+        """Keep a joined label for its partition's Processor, which learns the poll batch's labels at once."""
+        outcome.to_learn.setdefault(id(state), (state, []))[1].append((verdict, label))
 
     def _handle(
         self, state: PartitionState, recs: list[RawRecord], inputs: list[InputRecord]
@@ -814,7 +824,7 @@ class ServiceRunner:
             target.dirty += 1
         verdict = self._join(outcome, target, target.joiner.match, event_id, label)
         if verdict is not None:
-            outcome.drifts += target.processor.learn_one(verdict, label)
+            self._to_learn(outcome, target, verdict, label)
 
     def _join(
         self, outcome: BatchOutcome, state: PartitionState, step: Callable[..., Any], *args: Any
