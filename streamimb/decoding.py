@@ -47,6 +47,8 @@ _NON_FINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-inf
 
 def parse_number(name: str, value: Any) -> float | None:
     """A finite float, None for a missing value, or a DecodeError (text, NaN, infinities, nested values)."""
+    if type(value) is float and value - value == 0.0:  # the common case: a finite float
+        return value
     if value is None:
         return None
     if isinstance(value, bool):

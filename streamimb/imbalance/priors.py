@@ -249,11 +249,16 @@ class PriorTracker(base.Base):
         return list(self._changes)
 
     def priors(self) -> dict[Hashable, float]:
-        """Current class-prevalence estimates (sum to 1; empty before the first label)."""
-        total = sum(self._counts.values())
-        if total <= 0.0:
-            return {}
-        return {c: v / total for c, v in self._counts.items()}
+        """Current class-prevalence estimates (sum to 1; empty before the first label).
+
+        The same dict is returned until the next update: read it, do not change it.
+        """
+        cached = self.__dict__.get("_cached_priors")
+        if cached is None:
+            total = sum(self._counts.values())
+            cached = {c: v / total for c, v in self._counts.items()} if total > 0.0 else {}
+            self._cached_priors = cached
+        return cached
 
     def state(self) -> dict[str, Any]:
         """A JSON-friendly summary for reports and telemetry."""
@@ -298,6 +303,7 @@ class PriorTracker(base.Base):
         details are in `last_change`.
         """
         reference = self.priors()
+        self._cached_priors = None
         weight = self._advance(t)
         self._counts[y] = self._counts.get(y, 0.0) + weight
         self._n += 1
@@ -327,5 +333,6 @@ class PriorTracker(base.Base):
         new = {c: v * scale for c, v in self._counts.items()}
         new[label] = after
         self._counts = {c: v * window for c, v in new.items()}
+        self._cached_priors = None
         self._since_restart = 0
         self._detector.reset()

@@ -44,6 +44,32 @@ __all__ = [
 Decision = tuple[Hashable | None, bool, str]
 
 
+class ScoreWindow:
+    """The last ``size`` scores in a numpy ring (a deque's window without copying it out for numpy).
+
+    >>> w = ScoreWindow(3)
+    >>> for v in (1.0, 2.0, 3.0, 4.0):
+    ...     w.append(v)
+    >>> len(w), sorted(w.values().tolist())
+    (3, [2.0, 3.0, 4.0])
+    """
+
+    def __init__(self, size: int) -> None:
+        self._data = np.empty(size)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._data))
+
+    def append(self, value: float) -> None:
+        self._data[self._n % len(self._data)] = value
+        self._n += 1
+
+    def values(self) -> np.ndarray:
+        """The scores held, in no particular order."""
+        return self._data[: len(self)]
+
+
 def _argmax(proba: dict[Hashable, float]) -> Hashable | None:
     if not proba:
         return None
@@ -72,6 +98,8 @@ class ThresholdPolicy(base.Base):
 
     def _other(self, proba: dict[Hashable, float]) -> Hashable | None:
         """Most probable class other than the positive one."""
+        if len(proba) == 2 and self.positive in proba:
+            return next(c for c in proba if c != self.positive)
         rest = {c: p for c, p in proba.items() if c != self.positive}
         return _argmax(rest)
 
@@ -251,8 +279,8 @@ class LearnedThreshold(ThresholdPolicy):
         self.tracker = tracker
         self.half_life = half_life
         self._tracker = tracker if tracker is not None else PriorTracker(half_life)
-        self._pos: deque[float] = deque(maxlen=n_positives)
-        self._neg: deque[float] = deque(maxlen=n_negatives)
+        self._pos = ScoreWindow(n_positives)
+        self._neg = ScoreWindow(n_negatives)
         self._threshold: float | None = None
         self._achieved = float("nan")
         self._since = 0
@@ -268,7 +296,12 @@ class LearnedThreshold(ThresholdPolicy):
 
     def _score(self, proba: dict[Hashable, float]) -> float:
         p = proba.get(self.positive, 0.0)
-        return _logit(p) - _logit(self._prior()) if self.prior_free else p
+        if not self.prior_free:
+            return p
+        priors = self._tracker.priors()  # the same dict until the tracker's next update
+        if priors is not self.__dict__.get("_logit_of"):
+            self._logit_of, self._prior_logit = priors, _logit(self._prior())
+        return _logit(p) - self._prior_logit
 
     def _choose(self, tpr: np.ndarray, fpr: np.ndarray, prior: float) -> tuple[int, float]:
         """Index of the chosen candidate (candidates are positive scores, descending) and its metric."""
@@ -278,13 +311,15 @@ class LearnedThreshold(ThresholdPolicy):
         raise NotImplementedError
 
     def _recompute(self) -> None:
-        if len(self._pos) < self.min_positives or not self._neg:
+        if len(self._pos) < self.min_positives or not len(self._neg):
             self._threshold = None
             return
-        pos = np.sort(np.fromiter(self._pos, float))[::-1]
-        neg = np.sort(np.fromiter(self._neg, float))
+        pos = np.sort(self._pos.values())[::-1]
+        neg = self._neg.values()
         tpr = np.arange(1, len(pos) + 1) / len(pos)
-        fpr = (len(neg) - np.searchsorted(neg, pos, side="left")) / len(neg)
+        # negatives at or above each positive score, without sorting the (larger) negative window
+        above = np.bincount(np.searchsorted(pos[::-1], neg, side="right"), minlength=len(pos) + 1)
+        fpr = np.cumsum(above[::-1])[: len(pos)] / len(neg)
         i, achieved = self._choose(tpr, fpr, self._prior())
         self._threshold, self._achieved = float(pos[i]), float(achieved)
 
