@@ -164,3 +164,15 @@ def test_a_prevalence_shift_alone_replaces_no_member():
             model.predict_proba_batch(xs)
             model.learn_batch(xs, ys)
     assert model.n_replaced == 0
+
+
+def test_late_labels_also_feed_the_drift_watch():
+    model = build_strategy("oob", build_classifier("numpy_hoeffding_tree", adaptive=False), seed=3)
+    pending: list[tuple[list[dict], list[str]]] = []
+    stream = rare_stream(10_000, seed=1) + shifted_concept(10_000, seed=2)
+    for xs, ys in batches(stream, 500):
+        model.predict_proba_batch(xs)
+        pending.append(([dict(x) for x in xs], ys))  # labels come back later, with copies of the events
+        if len(pending) > 2:
+            model.learn_batch(*pending.pop(0))
+    assert model.n_replaced > 0

@@ -416,10 +416,16 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
             for i, y in enumerate(ys):
                 self._last_changes = self._tracker.update(y, None if ts is None else ts[i])
         y_idx = self._label_indices(list(ys))
+        self._index.add(xs)
         scores = self._cached_scores(xs)
         self._batch_cache = None
+        if scores is None or not scores.valid_for(self.models, len(self._index)):
+            # labels of events scored in an earlier batch (late labels): score them with the model as it is
+            X = self._index.rows(xs)
+            raw, leaves = self._score_rows(X)
+            scores = _BatchScores(xs, X, raw, leaves, [(id(m), m.version) for m in self.models])
         if self.drift_reset or (self.calibrate and self.correct):
-            raw = scores.raw if scores is not None else self._raw_array(self._index.rows(xs))
+            raw = scores.raw
             priors, train = self._vector(self.priors()), self._vector(self.training_priors())
             if raw.shape[1] < len(self._labels):
                 raw = np.hstack([raw, np.zeros((len(raw), len(self._labels) - raw.shape[1]))])
@@ -428,13 +434,9 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
             if self.drift_reset:
                 for row, y in zip(raw.tolist(), ys, strict=True):
                     self._watch_errors(dict(zip(self._labels, row, strict=True)), y)
-        self._index.add(xs)
-        if scores is not None and scores.valid_for(self.models, len(self._index)):
-            replace = self._drifted_members(scores, y_idx)
-            self._learn_rows(xs, list(ys), np.ones(len(xs)), y_idx, scores)
-            self._replace_members(replace)
-        else:
-            self._learn_rows(xs, list(ys), np.ones(len(xs)), y_idx)
+        replace = self._drifted_members(scores, y_idx)
+        self._learn_rows(xs, list(ys), np.ones(len(xs)), y_idx, scores)
+        self._replace_members(replace)
 
     def _voters(self) -> list[bool]:
         """Which members' probabilities count (ensembles leave out members too young to vote)."""
