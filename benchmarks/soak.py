@@ -42,15 +42,16 @@ from streamimb.simulate.cards import CardStream  # noqa: E402
 
 PARTITIONS = 3
 BATCH = 500
-#: The demo's model as shipped, and the same with each partition's Hoeffding tree limited to depth 8. river's
-#: own size cap (``max_size``) is never enforced under weighted learning: it is checked when the *weight* seen
-#: is a multiple of ``memory_estimate_period``, which fractional sample weights practically never hit. Each
-#: variant runs in its own process so that the RSS is its own.
-DEPTH_8 = {"classifier": {"kind": "hoeffding_tree", "params": {"max_depth": 8}}}
+#: The demo's model as shipped (10 numpy Hoeffding trees per partition, bounded by their node budget), and
+#: river's Hoeffding tree in their place: river's own size cap (``max_size``) is never enforced under weighted
+#: learning (it is checked when the *weight* seen is a multiple of ``memory_estimate_period``, which
+#: fractional sample weights practically never hit). Each variant runs in its own process so that the RSS is
+#: its own.
+RIVER_TREE = {"classifier": {"kind": "hoeffding_tree"}, "imbalance": {"strategy": "weighting"}}
 VARIANTS: dict[str, tuple[dict, bool]] = {  # name: (model config overrides, write checkpoints)
     "default": ({}, True),
-    "tree-depth-8": (DEPTH_8, True),
-    "tree-depth-8, no checkpoints": (DEPTH_8, False),
+    "default, no checkpoints": ({}, False),
+    "river tree (weighting)": (RIVER_TREE, True),
 }
 
 
@@ -196,15 +197,15 @@ def report(results: list[dict], path: Path) -> None:
         "(event time here) and `labels.max_pending` per partition, early labels by the same, joined ids by "
         "the joiner's memory (100,000 per partition), the evaluator by its rolling window (the service "
         "keeps no per-event history), categorical features by `schema.max_categories`, drift events by a "
-        "fixed cap, HalfSpaceTrees by its fixed size. The one structure that grows without a working bound "
-        "is the supervised Hoeffding tree: river caps it at `max_size` MiB (100 by default), but checks the "
-        "cap only when the total sample *weight* seen is a multiple of `memory_estimate_period`, which the "
-        "fractional weights of the imbalance strategy practically never hit, so with the default model the "
-        "tree (and RSS, and the checkpoints) keep growing, about 80 bytes per learned event. Limiting its "
-        "depth (`model.classifier.params.max_depth`) bounds it: with depth 8 the checkpoints stop growing "
-        "(second table). The third table is the same run without checkpoints, to tell the state from the "
-        "buffers of writing checkpoints: RSS levels off once the label delay (3 days of event time, about "
-        "130,000 pending predictions), the joiners' memory of joined ids and the tree have filled up.",
+        "fixed cap, HalfSpaceTrees by its fixed size, and the default classifier's numpy Hoeffding trees "
+        "by their node budget (`max_nodes`, 1,023 per tree). The second table is the same run without "
+        "checkpoints, to tell the state from the buffers of writing checkpoints: RSS levels off once the "
+        "label delay (3 days of event time, about 130,000 pending predictions) and the joiners' memory of "
+        "joined ids have filled up. The third table replaces the classifier by river's Hoeffding tree "
+        "(under the `weighting` strategy): river caps it at `max_size` MiB (100 by default), but checks the "
+        "cap only when the total sample *weight* seen is a multiple of `memory_estimate_period`, which "
+        "fractional weights practically never hit, so that tree (and RSS, and the checkpoints) keeps "
+        "growing; limit its depth (`max_depth`) when you choose it.",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {path}")
