@@ -136,7 +136,7 @@ def test_sink_deduplicates_resolves_and_expires():
         (resolved,) = ep.bodies[1]
         assert resolved["labels"]["alert_id"] == "id-1"
         assert resolved["startsAt"] == ep.bodies[0][0]["startsAt"]
-        assert resolved["endsAt"] == "2023-11-14T22:13:30.000Z"
+        assert resolved["endsAt"] == "2023-11-14T22:13:29.000Z"  # a second ago: the resolve always wins
         assert sink.active == ["id-2"]
 
         clock.t += 60  # id-2 has ended by itself (Alertmanager has its endsAt): it may fire again

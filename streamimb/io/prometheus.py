@@ -125,8 +125,8 @@ class AlertmanagerSink:
     ``send``/``write`` only buffer; ``flush`` delivers (call it once per batch and before a checkpoint).
     An alert id that was sent and is still active is not posted again. Alerts are posted with
     ``endsAt = now + resolve_after_seconds``, so Alertmanager resolves them by itself even if this process
-    dies; :meth:`resolve` ends one earlier (posted with ``endsAt = now`` on the next flush). A flush that
-    still fails after ``max_retries`` retries raises :class:`SinkError` and keeps its alerts buffered.
+    dies; :meth:`resolve` ends one earlier (posted with ``endsAt`` a second ago on the next flush). A flush
+    that still fails after ``max_retries`` retries raises :class:`SinkError` and keeps its alerts buffered.
     """
 
     def __init__(
@@ -220,8 +220,12 @@ class AlertmanagerSink:
             entry = self._active.pop(alert_id, None)
             if entry is None:
                 return False
-            body = dict(entry[1])
-            body["endsAt"] = _rfc3339(max(self._clock(), 0.0))
+            expiry, body = entry[0], dict(entry[1])
+            # Alertmanager keeps the later of two end times unless the update is already over when it is
+            # merged, so an end of "now" could arrive a fraction of a millisecond early and be ignored: end it
+            # a second ago (never before it started).
+            started = expiry - self.resolve_after_seconds
+            body["endsAt"] = _rfc3339(max(self._clock() - 1.0, started, 0.0))
             self._resolving[alert_id] = body
             return True
 
