@@ -45,29 +45,61 @@ Decision = tuple[Hashable | None, bool, str]
 
 
 class ScoreWindow:
-    """The last ``size`` scores in a numpy ring (a deque's window without copying it out for numpy).
+    """The last ``size`` scores in a numpy ring, and a sorted copy kept up to date cheaply.
+
+    ``sorted()`` applies the scores appended and evicted since its last call to the sorted copy (a delete
+    and an insert into an array) instead of sorting the whole window again.
 
     >>> w = ScoreWindow(3)
     >>> for v in (1.0, 2.0, 3.0, 4.0):
     ...     w.append(v)
-    >>> len(w), sorted(w.values().tolist())
-    (3, [2.0, 3.0, 4.0])
+    >>> len(w), sorted(w.values().tolist()), w.sorted().tolist()
+    (3, [2.0, 3.0, 4.0], [2.0, 3.0, 4.0])
     """
 
     def __init__(self, size: int) -> None:
         self._data = np.empty(size)
         self._n = 0
+        self._sorted = np.empty(0)
+        self._added: list[float] = []
+        self._evicted: list[float] = []
+        self._stale = False  # the window turned over since the last sorted(): sort it afresh
 
     def __len__(self) -> int:
         return min(self._n, len(self._data))
 
     def append(self, value: float) -> None:
-        self._data[self._n % len(self._data)] = value
+        slot = self._n % len(self._data)
+        if not self._stale:
+            if len(self._added) + 1 >= len(self._data):  # cheaper to sort the window afresh
+                self._stale, self._added, self._evicted = True, [], []
+            else:
+                if self._n >= len(self._data):
+                    self._evicted.append(float(self._data[slot]))
+                self._added.append(value)
+        self._data[slot] = value
         self._n += 1
 
     def values(self) -> np.ndarray:
         """The scores held, in no particular order."""
         return self._data[: len(self)]
+
+    def sorted(self) -> np.ndarray:
+        """The scores held, in ascending order."""
+        if self._stale:
+            self._sorted = np.sort(self.values())
+        elif self._added:
+            # Every score evicted since the last call was already in the sorted copy (fewer appends than the
+            # window holds). Equal scores are removed from consecutive positions.
+            current = self._sorted
+            if self._evicted:
+                gone = np.sort(np.asarray(self._evicted))
+                ties = np.arange(len(gone)) - np.searchsorted(gone, gone, side="left")
+                current = np.delete(current, np.searchsorted(current, gone, side="left") + ties)
+            new = np.sort(np.asarray(self._added))
+            self._sorted = np.insert(current, np.searchsorted(current, new), new)
+        self._added, self._evicted, self._stale = [], [], False
+        return self._sorted
 
 
 def _argmax(proba: dict[Hashable, float]) -> Hashable | None:
@@ -314,12 +346,10 @@ class LearnedThreshold(ThresholdPolicy):
         if len(self._pos) < self.min_positives or not len(self._neg):
             self._threshold = None
             return
-        pos = np.sort(self._pos.values())[::-1]
-        neg = self._neg.values()
+        pos = self._pos.sorted()[::-1]
+        neg = self._neg.sorted()
         tpr = np.arange(1, len(pos) + 1) / len(pos)
-        # negatives at or above each positive score, without sorting the (larger) negative window
-        above = np.bincount(np.searchsorted(pos[::-1], neg, side="right"), minlength=len(pos) + 1)
-        fpr = np.cumsum(above[::-1])[: len(pos)] / len(neg)
+        fpr = (len(neg) - np.searchsorted(neg, pos, side="left")) / len(neg)
         i, achieved = self._choose(tpr, fpr, self._prior())
         self._threshold, self._achieved = float(pos[i]), float(achieved)
 
