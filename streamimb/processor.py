@@ -283,9 +283,14 @@ class Processor:
         self.classifier.learn_one(verdict.x, label)
         return drifts
 
+    @property
+    def _batch_classifier(self) -> bool:
+        """Whether the classifier scores and learns whole batches (``supports_batch``)."""
+        return bool(getattr(self.classifier, "supports_batch", False))
+
     def learn_many(self, labelled: Sequence[tuple[Verdict, str]]) -> list[DriftEvent]:
         """``learn_one`` over late labels; a classifier with batch forms learns them as one batch."""
-        if not getattr(self.classifier, "supports_batch", False):
+        if not self._batch_classifier:
             return [drift for verdict, label in labelled for drift in self.learn_one(verdict, label)]
         drifts: list[DriftEvent] = []
         for verdict, label in labelled:
@@ -347,7 +352,7 @@ class Processor:
             return verdicts, drifts
         if not events:
             return verdicts, drifts
-        if getattr(self.classifier, "supports_batch", False) and any(e.label is not None for e in events):
+        if self._batch_classifier and any(e.label is not None for e in events):
             # A young batch classifier learns the batch's labels in smaller slices first (`batch_slice`).
             start = 0
             while start < len(events) and (size := batch_slice(self.n_learned, len(events))) < len(events):
@@ -374,7 +379,7 @@ class Processor:
             learn = [e.label is None or e.label != positive for e in events]
         columns = [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
         classifier = self.classifier
-        batch_classifier = getattr(classifier, "supports_batch", False)
+        batch_classifier = self._batch_classifier
         probas: list[dict] | None = None
         if batch_classifier:
             probas = list(classifier.predict_proba_batch(xs)) if self.n_learned else [{}] * len(xs)

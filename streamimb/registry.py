@@ -50,45 +50,28 @@ def hoeffding_adaptive_tree(
     )
 
 
-def numpy_hoeffding_tree(
-    grace_period: int = 50,
-    delta: float = 1e-3,
-    split_criterion: str = "gini",
-    max_depth: int = 20,
-    max_nodes: int = 1023,
-    **params: Any,
-) -> base.Classifier:
-    """The default: the tuned Hoeffding tree with numpy state (batch forms, subtree pruning on drift,
-    bounded size)."""
-    return NumpyHoeffdingTree(
-        grace_period=grace_period,
-        delta=delta,
-        split_criterion=split_criterion,
-        max_depth=max_depth,
-        max_nodes=max_nodes,
-        **params,
-    )
+# The settings river's adaptive tree shares with the numpy tree (the rest are numpy-only).
+_SHARED_TREE_SETTINGS = (
+    "grace_period",
+    "delta",
+    "tau",
+    "split_criterion",
+    "min_branch_fraction",
+    "max_share_to_split",
+    "max_depth",
+)
 
 
-def river_twin_of_numpy_tree(
-    grace_period: int = 50,
-    delta: float = 1e-3,
-    split_criterion: str = "gini",
-    max_depth: int = 20,
-    seed: int | None = 42,
-    **params: Any,
-) -> base.Classifier:
+def river_twin_of_numpy_tree(seed: int | None = 42, **params: Any) -> base.Classifier:
     """What the per-event path (``batch: false``) runs for ``numpy_hoeffding_tree``: river's Hoeffding
-    adaptive tree with the same split settings (one row at a time the numpy tree is slow; river's adaptive
-    tree is what the numpy tree's subtree pruning imitates). Numpy-only settings are ignored."""
-    return hoeffding_adaptive_tree(
-        grace_period=grace_period,
-        delta=delta,
-        split_criterion=split_criterion,
-        max_depth=max_depth,
-        seed=seed,
-        **{k: v for k, v in params.items() if k in ("tau", "min_branch_fraction", "max_share_to_split")},
-    )
+    adaptive tree with the numpy tree's split settings, defaults included (one row at a time the numpy tree
+    is slow; river's adaptive tree is what its subtree pruning imitates). ``params`` are validated as the
+    numpy tree's; its numpy-only settings do not apply."""
+    try:
+        settings = NumpyHoeffdingTree(**params)._get_params()
+    except TypeError as exc:
+        raise ValueError(f"classifier 'numpy_hoeffding_tree': {exc}") from None
+    return hoeffding_adaptive_tree(seed=seed, **{k: settings[k] for k in _SHARED_TREE_SETTINGS})
 
 
 def logistic_regression(lr: float = 0.05, l2: float = 0.0, **params: Any) -> base.Classifier:
@@ -112,7 +95,7 @@ def arf(
 CLASSIFIERS: dict[str, Callable[..., base.Classifier]] = {
     "hoeffding_tree": hoeffding_tree,
     "hoeffding_adaptive_tree": hoeffding_adaptive_tree,
-    "numpy_hoeffding_tree": numpy_hoeffding_tree,
+    "numpy_hoeffding_tree": NumpyHoeffdingTree,  # the default; its defaults are the tuned settings
     "logistic_regression": logistic_regression,
     "gaussian_nb": gaussian_nb,
     "arf": arf,

@@ -8,9 +8,12 @@ arrays so that routing, statistics and split evaluation are vectorised:
 * ``predict_proba_array(X)`` routes every row of a batch down the tree in one pass per level;
 * ``learn_array(X, y, w)`` adds the batch to the leaves' class counts and per-class Gaussian estimators
   (merged with Chan's parallel update, so the estimators equal those built one example at a time), then
-  tries to split the leaves that have seen ``grace_period`` more weight. Within a batch, split decisions
-  are taken once, after the whole batch is counted: the per-event tree may split in the middle of it.
+  tries to split the leaves that have seen ``grace_period`` more weight. A leaf splits after the whole
+  batch is counted (the per-event tree may split in the middle of it); with ``regrow`` the batch's rows
+  then go on down to its children, which may split in turn.
 
+With ``adaptive`` (default) a node whose class-conditional error rate rises is pruned back to a leaf, so
+the tree is not river's plain Hoeffding tree any more; ``adaptive=False``, one row at a time, is (tested).
 The size is capped by ``max_depth`` and ``max_nodes``, so memory is bounded however long the stream runs
 (river's own cap is only checked at multiples of its memory period, which fractional sample weights
 never hit). The dict API (``learn_one``/``predict_proba_one``) is the same model, one row at a time.

@@ -369,13 +369,18 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
             n += total > 0
         return np.divide(votes, n, out=np.zeros_like(votes), where=n > 0), reached
 
+    def _score_batch(self, xs: list[dict]) -> _BatchScores:
+        """The members' view of a batch: its rows, raw probabilities and leaves, at the current versions."""
+        X = self._index.rows(xs)
+        raw, leaves = self._score_rows(X)
+        return _BatchScores(xs, X, raw, leaves, _versions(self.models))
+
     def predict_proba_batch(self, xs: list[dict]) -> list[dict[Hashable, float]]:
         """`predict_proba_one` for every event of a batch, with one array pass per member."""
         if not self._arrays or self._wrap is None:
             return [self.predict_proba_one(x) for x in xs]
-        X = self._index.rows(xs)
-        raw, leaves = self._score_rows(X)
-        self._batch_cache = _BatchScores(xs, X, raw, leaves, [(id(m), m.version) for m in self.models])
+        self._batch_cache = scores = self._score_batch(xs)
+        raw = scores.raw
         labels = self._labels
         priors = self.priors()
         if not self.correct:
@@ -421,9 +426,7 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         self._batch_cache = None
         if scores is None or not scores.valid_for(self.models, len(self._index)):
             # labels of events scored in an earlier batch (late labels): score them with the model as it is
-            X = self._index.rows(xs)
-            raw, leaves = self._score_rows(X)
-            scores = _BatchScores(xs, X, raw, leaves, [(id(m), m.version) for m in self.models])
+            scores = self._score_batch(xs)
         if self.drift_reset or (self.calibrate and self.correct):
             raw = scores.raw
             priors, train = self._vector(self.priors()), self._vector(self.training_priors())
@@ -531,4 +534,9 @@ class _BatchScores:
 
     def valid_for(self, models: list[Any], n_features: int) -> bool:
         """Whether the leaves still hold: same members, none has learned since, no new feature."""
-        return self.X.shape[1] == n_features and self.versions == [(id(m), m.version) for m in models]
+        return self.X.shape[1] == n_features and self.versions == _versions(models)
+
+
+def _versions(models: list[Any]) -> list[tuple[int, int]]:
+    """Which members, at which learning step: leaves computed at these versions are still valid."""
+    return [(id(m), m.version) for m in models]
