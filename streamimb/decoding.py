@@ -19,12 +19,18 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from streamimb.config import EventSchema
 from streamimb.errors import DecodeError
 from streamimb.events import Event, FeatureValue
 
 LABEL_CANDIDATES = ("label", "y", "class", "Class", "target", "Churn")
 MAX_FIELDS = 10_000
+# A JSON object of fewer bytes than this cannot hold more than MAX_FIELDS fields (each takes >= 4 bytes).
+_FAST_MAX_BYTES = 4 * MAX_FIELDS
+# The values a schema column may hold for the fast path; anything else (bool, nested, NaN) takes the slow one.
+_Scalar = str | int | float | None
 
 # The bounded set of dead-letter reasons (they become a metric label).
 REASONS = (
@@ -114,9 +120,39 @@ class EventDecoder:
         self._categorical = [c for c in schema.categorical or () if c not in reserved]
         self._auto_numeric = schema.numeric is None
         self._known_classes = set(schema.classes) if schema.classes else None
+        self._fast = None if self._auto_numeric else self._fast_decoder()
+
+    def _fast_decoder(self) -> msgspec.json.Decoder:
+        """A decoder of the schema's columns alone, each a JSON scalar (see ``decode_json``)."""
+        schema = self.schema
+        roles = [*self._numeric, *self._categorical, schema.id, schema.time, schema.label, schema.key]
+        self._columns = columns = list(dict.fromkeys(c for c in roles if c is not None))
+        fields = [(f"f{i}", _Scalar, None) for i in range(len(columns))]
+        rename = {f"f{i}": name for i, name in enumerate(columns)}
+        return msgspec.json.Decoder(msgspec.defstruct("Columns", fields, rename=rename))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fast": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fast = None if self._auto_numeric else self._fast_decoder()
 
     def decode_json(self, raw: bytes | str, row: int = -1) -> Event:
-        """Decode one JSON object; the size limit is the caller's (sources know their record size)."""
+        """Decode one JSON object; the size limit is the caller's (sources know their record size).
+
+        With explicit numeric columns the schema's columns are read by a typed msgspec decoder (other
+        keys are skipped without being built); a record it refuses (a value that is not a JSON scalar,
+        ``NaN``, bad UTF-8, not an object) is decoded again the general way, which gives the reason.
+        Both ways hand the same values to the same field parsers, so they give the same events.
+        """
+        if self._fast is not None and len(raw) < _FAST_MAX_BYTES:
+            try:
+                values = msgspec.structs.astuple(self._fast.decode(raw))
+            except msgspec.DecodeError:
+                pass
+            else:  # an absent column is None, as record.get gives it
+                return self.decode(dict(zip(self._columns, values, strict=True)), row)
         try:
             record = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, ints over 4,300 digits
@@ -137,10 +173,16 @@ class EventDecoder:
                     continue
                 features[name] = parse_number(name, value)
         else:
+            get = record.get
             for name in self._numeric:
-                features[name] = parse_number(name, record.get(name))
+                value = get(name)
+                # parse_number's own first test, inlined: most values are finite floats
+                features[name] = (
+                    value if type(value) is float and value - value == 0.0 else parse_number(name, value)
+                )
         for name in self._categorical:
-            features[name] = _category(name, record.get(name))
+            value = record.get(name)
+            features[name] = value if type(value) is str and value else _category(name, value)
         label = self._label(record)
         event_id = record.get(schema.id) if schema.id else None
         return Event(

@@ -17,9 +17,12 @@ Detectors that have batch forms (``numpy_half_space_trees``, which batch mode us
 row, so their scores are those of the per-event path. A classifier with batch forms (``supports_batch``: the
 imbalance strategies over the default ``numpy_hoeffding_tree``) scores the whole batch before it learns the
 batch's labels, so within a batch an event is not scored by a model that has learned the events just before
-it; its sampling weights are drawn at the priors after the batch. Late labels joined in one poll batch are
-learned together (:meth:`Processor.learn_many`). The rest of the steps (priors, threshold, calibration,
-metrics, drift monitors) run event by event in the same order as :meth:`Processor.process_one`.
+it; its sampling weights are drawn at the priors after the batch. Once the rare class is known the threshold
+policy also decides the batch at the priors and threshold of its start, then learns the batch's labels at
+once (the prior tracker label by label); anomaly p-values, alert budgets, decision mode, metrics and drift
+monitors stay event by event in the order of :meth:`Processor.process_one`. Late labels joined in one poll
+batch are learned together (:meth:`Processor.learn_many`). A classifier without batch forms runs every step
+event by event, with the results of ``process_one``.
 With ``batch: false`` every event goes through :meth:`Processor.process_one` with river's models (river's
 half-space trees, and river's Hoeffding adaptive tree in place of ``numpy_hoeffding_tree``).
 
@@ -368,16 +371,11 @@ class Processor:
 
     def _process_batch(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
         """``process_many``'s batch path over one slice of the batch."""
+        if self._batch_classifier and self.positive is not None:
+            return self._process_columns(events)
         verdicts: list[Verdict] = []
         drifts: list[DriftEvent] = []
-        negatives_only = self.config.learn_detectors_on == "negatives"
-        transform = self.features.transform_one
-        xs = [transform(e.features) for e in events]
-        learn = None
-        if negatives_only:
-            positive = self.positive
-            learn = [e.label is None or e.label != positive for e in events]
-        columns = [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
+        xs, columns = self._score_detectors(events)
         classifier = self.classifier
         batch_classifier = self._batch_classifier
         probas: list[dict] | None = None
@@ -417,6 +415,109 @@ class Processor:
                 [x for x, _, _ in learned], [y for _, y, _ in learned], [t for _, _, t in learned]
             )
         return verdicts, drifts
+
+    def _score_detectors(self, events: list[Event]) -> tuple[list[dict[str, float]], list[tuple[str, list]]]:
+        """The batch's feature dicts and each detector's scores (test-then-train, row by row)."""
+        transform = self.features.transform_one
+        xs = [transform(e.features) for e in events]
+        learn = None
+        if self.config.learn_detectors_on == "negatives":
+            positive = self.positive
+            learn = [e.label is None or e.label != positive for e in events]
+        return xs, [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
+
+    def _process_columns(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
+        """The batch path for a batch classifier once the rare class is known.
+
+        The anomaly side is exact (detectors and calibrators event by event, as ``process_one``); the
+        classifier side decides the whole batch as it stands at the batch's start (classifier, priors,
+        threshold), then learns its labels at once: counts, metrics and monitors in event order, the prior
+        tracker label by label, the threshold policy and the classifier as one batch each.
+        """
+        n = len(events)
+        xs, columns = self._score_detectors(events)
+        if len(columns) == 1:
+            raws = [{columns[0][0]: s} for s in columns[0][1]]
+            combined = columns[0][1]
+        else:
+            raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
+            combined = []
+            for raw in raws:  # each combination ranks against the calibrators as they are before it
+                combined.append(self._combine(raw))
+                for name, score in raw.items():
+                    self.detector_calibrators[name].update(score)
+        p_values, anomaly_alerts = self.calibrator.update_many(combined)
+        probas = self.classifier.predict_proba_batch(xs) if self.n_learned else [{}] * n
+        times = [e.time for e in events]
+        decisions = self.threshold.decide_many(probas, times)
+
+        verdicts: list[Verdict] = []
+        drifts: list[DriftEvent] = []
+        labelled: list[int] = []
+        counts, classes = self.class_counts, self.classes
+        score_monitor, feature_monitors = self.score_monitor, self.feature_monitors
+        apply_mode, record = self._apply_decision_mode, self._record
+        index = self.n_events
+        for i, event in enumerate(events):
+            predicted, classifier_alert, reason = decisions[i]
+            score = combined[i]
+            if not classifier_alert:
+                reason = f"anomaly p={p_values[i]:.2g}"
+            verdict = Verdict(
+                event.id, index, event.time, score, anomaly_alerts[i], probas[i], predicted,
+                classifier_alert, reason, raws[i], xs[i],
+            )  # fmt: skip
+            apply_mode(verdict)
+            if verdict.anomaly_alert or verdict.classifier_alert:
+                self.n_alerts += 1
+            if score_monitor is not None:
+                record(score_monitor.update(score, index, event.time), drifts)
+            for name, monitor in feature_monitors.items():
+                value = verdict.x.get(name)
+                if value is not None:
+                    record(monitor.update(value, index, event.time), drifts)
+            label = event.label
+            if label is not None:
+                labelled.append(i)
+                if label not in counts:
+                    counts[label] = 0
+                    if label not in classes:
+                        classes.append(label)
+                counts[label] += 1  # before the next verdict's decision mode, as in process_one
+            verdicts.append(verdict)
+            index += 1
+        self.n_events = index
+        if labelled:
+            drifts += self._learn_columns(
+                [verdicts[i] for i in labelled], [events[i].label for i in labelled]
+            )
+            self.classifier.learn_batch([xs[i] for i in labelled], [events[i].label for i in labelled],
+                                        [times[i] for i in labelled])  # fmt: skip
+        drifts.sort(key=lambda d: d.index)
+        return verdicts, drifts
+
+    def _learn_columns(self, verdicts: list[Verdict], ys: list[str]) -> list[DriftEvent]:
+        """``_learn_label`` over a batch's labelled verdicts, with the batch forms (class counts done)."""
+        drifts: list[DriftEvent] = []
+        probas = [v.proba for v in verdicts]
+        self.evaluator.update_many(
+            [v.index for v in verdicts], ys, [v.predicted for v in verdicts],
+            [v.alert for v in verdicts], probas, [v.anomaly_score for v in verdicts],
+        )  # fmt: skip
+        if self.error_monitor is not None:
+            update, record = self.error_monitor.update, self._record
+            for verdict, label in zip(verdicts, ys, strict=True):
+                if verdict.predicted is not None:
+                    error = 0.0 if verdict.predicted == label else 1.0
+                    record(update(error, verdict.index, verdict.time), drifts)
+        for i, changed in self.priors.update_many(ys, [v.time for v in verdicts]):
+            v = verdicts[i]
+            drifts += [
+                self._keep(DriftEvent(v.index, f"prevalence:{c}", "prior_tracker", v.time)) for c in changed
+            ]
+        self.threshold.update_many(ys, probas)
+        self.n_learned += len(ys)
+        return drifts
 
     def _maybe_fix_positive(self) -> None:
         if self.positive is not None or len(self.class_counts) != 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import random
@@ -10,7 +11,9 @@ import pytest
 
 from streamimb.config import EventSchema, ModelConfig
 from streamimb.decoding import EventDecoder
+from streamimb.detectors.calibration import ScoreCalibrator
 from streamimb.detectors.hst import ScaledHalfSpaceTrees
+from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import Event
 from streamimb.pipeline import InputRecord, Pipeline
 from streamimb.processor import Processor
@@ -177,3 +180,58 @@ def test_a_batch_classifier_scores_the_batch_before_learning_it():
     assert [t for _, _, t in clf.learned][:2] == [1.0, 2.0]
     assert all(v.proba == {"0": 0.9, "1": 0.1} for v in second)
     assert p.n_learned == 13 and p.report()["labelled"] == 13
+
+
+def test_a_batch_classifier_batch_is_decided_at_its_start_and_its_anomaly_side_is_exact():
+    records = card_records(3500)  # the last batch of 500 is learned whole (see batch_slice)
+    exact, exact_results = run_pipeline(records, ModelConfig(**PER_EVENT_CLASSIFIER))
+    columns, column_results = run_pipeline(records[:3000], ModelConfig())
+    before = copy.deepcopy(columns)
+    last = Pipeline(columns, EventDecoder(SCHEMA)).handle(
+        [InputRecord(r, None, None, "test", 0, 3000 + i) for i, r in enumerate(records[3000:])]
+    )
+    column_results.append(last)
+    # anomaly side (detectors, calibrators, decision mode): event by event, as in process_one
+    anomaly = [
+        (v.event_id, v.index, v.anomaly_score, v.anomaly_alert, v.scores)
+        for v in flatten(exact_results, "verdicts")
+    ]
+    assert anomaly == [
+        (v.event_id, v.index, v.anomaly_score, v.anomaly_alert, v.scores)
+        for v in flatten(column_results, "verdicts")
+    ]
+    # classifier side: the last batch scored and decided by the models as they were at its start
+    xs = [v.x for v in last.verdicts]
+    probas = before.classifier.predict_proba_batch(xs)
+    decisions = before.threshold.decide_many(probas, [v.time for v in last.verdicts])
+    assert [v.proba for v in last.verdicts] == probas
+    assert [(v.predicted, v.classifier_alert) for v in last.verdicts] == [d[:2] for d in decisions]
+    assert sum(v.classifier_alert for v in last.verdicts) > 5
+    assert columns.n_learned == exact.n_learned == 3500 and columns.class_counts == exact.class_counts
+    report = columns.report()
+    assert report["labelled"] == 3500 and report["metrics"]["recall"] > 0.4
+    drifts = flatten(column_results, "drifts")
+    assert [d.index for d in drifts] == sorted(d.index for d in drifts)
+
+
+def test_calibrator_and_evaluator_batch_forms_equal_their_loops():
+    rng = random.Random(2)
+    scores = [rng.expovariate(1.0) for _ in range(3000)]
+    for kind in ("quantile", "budget"):
+        one = ScoreCalibrator(kind=kind, quantile=0.99, window=700, warmup=100)
+        many = ScoreCalibrator(kind=kind, quantile=0.99, window=700, warmup=100)
+        expected = [one.update(s) for s in scores]
+        got = []
+        for k in range(0, 3000, 450):
+            p, alerts = many.update_many(scores[k : k + 450])
+            got += list(zip(p, alerts, strict=True))
+        assert got == expected and sum(a for _, a in got) > 5 and many.threshold() == one.threshold()
+    one, many = PrequentialEvaluator(50, max_history=120), PrequentialEvaluator(50, max_history=120)
+    rows = [
+        (i, str(i % 7 == 0), "True", i % 3 == 0, {"True": rng.random()}, rng.random()) for i in range(200)
+    ]
+    for row in rows:
+        one.update(*row)
+    for k in range(0, 200, 70):
+        many.update_many(*[list(column) for column in zip(*rows[k : k + 70], strict=True)])
+    assert many.__dict__ == one.__dict__ and many.history_truncated

@@ -1,6 +1,10 @@
+import json
 import math
+import pickle
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamimb.config import EventSchema
 from streamimb.decoding import REASONS, EventDecoder, infer_schema, parse_number, parse_time
@@ -93,3 +97,58 @@ def test_infer_schema_on_bank_like_rows():
     assert s.numeric == ["age"]
     assert s.categorical == ["job"]
     assert s.positive_class == "yes"
+
+
+# -- the typed fast path against the general one ------------------------------------------------------------
+FAST_SCHEMA = EventSchema(
+    id="id", time="time", label="label", key="card", numeric=["amount", "hour"], categorical=["country"]
+)
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", " ", "NA", "nan", "inf", "1.5", " 2 ", "1e999", "FR", "0", "1", "1.0", "x" * 50]),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+records = st.dictionaries(
+    st.sampled_from(["id", "time", "label", "card", "amount", "hour", "country", "other", "Amount"]),
+    json_values,
+)
+
+
+def outcome(decoder: EventDecoder, raw: bytes):
+    try:
+        return decoder.decode_json(raw, row=7)
+    except DecodeError as exc:
+        return (exc.reason, exc.detail)
+
+
+@settings(max_examples=400, deadline=None)
+@given(records, st.booleans())
+def test_the_fast_path_decodes_exactly_as_the_general_one(record, compact):
+    fast = EventDecoder(FAST_SCHEMA)
+    general = EventDecoder(FAST_SCHEMA)
+    general._fast = None  # the json.loads path alone
+    assert fast._fast is not None
+    raw = json.dumps(record, separators=(",", ":") if compact else None).encode()
+    assert outcome(fast, raw) == outcome(general, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{broken", b"[1, 2]", b'"text"', b"\xff\xfe{}", b'{"amount": NaN}', b'{"amount": 1e999}', b"",
+     b'{"amount": 1, "amount": "x"}', b'{"id": "a", "amount": 3}  ', '{"amount": 2.5}'.encode("utf-16")],
+)  # fmt: skip
+def test_records_the_fast_path_refuses_get_the_general_reason(raw):
+    fast, general = EventDecoder(FAST_SCHEMA), EventDecoder(FAST_SCHEMA)
+    general._fast = None
+    assert outcome(fast, raw) == outcome(general, raw)
+
+
+def test_a_decoder_survives_pickling_with_its_fast_path():
+    decoder = pickle.loads(pickle.dumps(EventDecoder(FAST_SCHEMA)))
+    assert decoder._fast is not None
+    assert decoder.decode_json(b'{"id": 1, "amount": 2, "country": "FR", "label": 1.0}').label == "1"

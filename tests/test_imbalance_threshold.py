@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamimb.imbalance import PriorTracker
 from streamimb.imbalance.threshold import (
@@ -13,6 +17,7 @@ from streamimb.imbalance.threshold import (
     ArgMax,
     MinCost,
     PriorCorrection,
+    ScoreWindow,
     TargetPrecision,
     build_threshold,
 )
@@ -176,3 +181,64 @@ def test_best_threshold_is_near_the_best_on_the_stream(metric: str) -> None:
     assert value(learned) >= best - 0.02
     with pytest.raises(ValueError):
         build_threshold("max_f1")
+
+
+# -- batch forms --------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.lists(st.lists(st.floats(-5, 5), max_size=60), max_size=8))
+def test_a_score_window_extended_in_chunks_equals_one_appended_value_by_value(size, chunks):
+    one, many = ScoreWindow(size), ScoreWindow(size)
+    for chunk in chunks:
+        for v in chunk:
+            one.append(v)
+        many.extend(np.array(chunk, dtype=float))
+        assert len(one) == len(many)
+        assert many.sorted().tolist() == one.sorted().tolist() == sorted(one.values().tolist())
+
+
+def labelled_scores(n: int, seed: int = 0) -> list[tuple[str, dict[str, float]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        y = "fraud" if rng.random() < 0.05 else "ok"
+        s = min(max(rng.gauss(0.7 if y == "fraud" else 0.3, 0.15), 0.0), 1.0)
+        out.append((y, {"fraud": s, "ok": 1.0 - s}))
+    return out
+
+
+@pytest.mark.parametrize("name", ["max_f1", "max_gmean", "target_precision"])
+def test_learned_thresholds_decide_a_batch_as_they_decide_each_event(name):
+    tracker = PriorTracker(half_life=2000)
+    policy = build_threshold(name, positive="fraud", tracker=tracker)
+    for y, proba in labelled_scores(3000):
+        tracker.update(y)
+        policy.update(y, proba)
+    probas = [proba for _, proba in labelled_scores(500, seed=1)] + [{}]
+    one = [policy.decide(p) for p in probas]
+    many = policy.decide_many(probas, [None] * len(probas))
+    assert [d[:2] for d in many] == [d[:2] for d in one] and any(d[1] for d in many)
+    assert [d[2] for d in many if d[1] or d[0] is None] == [d[2] for d in one if d[1] or d[0] is None]
+
+
+def test_learned_thresholds_learn_a_batch_as_its_labels_one_by_one():
+    tracker = PriorTracker(half_life=2000)
+    one = build_threshold("max_f1", positive="fraud", tracker=tracker)
+    many = build_threshold("max_f1", positive="fraud", tracker=tracker)
+    data = labelled_scores(3000)
+    for y, _ in data:
+        tracker.update(y)  # the priors are fixed while both learn: their scores agree
+    for k in range(0, len(data), 500):
+        for y, proba in data[k : k + 500]:
+            one.update(y, proba)
+        many.update_many([y for y, _ in data[k : k + 500]], [p for _, p in data[k : k + 500]])
+        one._recompute()  # at the batch's end, where the batch form recomputes
+        assert math.isclose(many.threshold, one.threshold, rel_tol=1e-12)
+    assert np.allclose(many._neg.sorted(), one._neg.sorted()) and np.allclose(
+        many._pos.sorted(), one._pos.sorted()
+    )
+
+
+def test_stateful_policies_decide_a_batch_event_by_event():
+    one, many = (AlertBudget(positive="fraud", max_alerts=3, per_events=100) for _ in range(2))
+    probas = [{"fraud": p, "ok": 1 - p} for p in np.linspace(0.0, 1.0, 250)]
+    assert many.decide_many(probas, [None] * 250) == [one.decide(p) for p in probas]

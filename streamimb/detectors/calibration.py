@@ -82,6 +82,35 @@ class ScoreCalibrator:
         self._add(score)
         return p, alert
 
+    def update_many(self, scores: list[float]) -> tuple[list[float], list[bool]]:
+        """``update`` on each score in order: the p-values and the alert decisions.
+
+        >>> cal = ScoreCalibrator(quantile=0.9, window=100, warmup=10)
+        >>> p, alerts = cal.update_many([float(i % 10) for i in range(50)] + [100.0])
+        >>> sum(alerts), round(p[-1], 3)
+        (1, 0.02)
+        """
+        if self.kind == "budget":
+            pairs = [self.update(score) for score in scores]
+            return [p for p, _ in pairs], [alert for _, alert in pairs]
+        window, alpha, warmup = self.window, self.alpha, self.warmup
+        ordered, fifo = self._sorted, self._fifo
+        bisect_left, insort = bisect.bisect_left, bisect.insort
+        p_values, alerts = [], []
+        n = self._n
+        for score in scores:
+            size = len(ordered)
+            p = (size - bisect_left(ordered, score) + 1) / (size + 1)
+            p_values.append(p)
+            alerts.append(n >= warmup and p < alpha)
+            n += 1
+            insort(ordered, score)
+            fifo.append(score)
+            if len(fifo) > window:
+                del ordered[bisect_left(ordered, fifo.popleft())]
+        self._n = n
+        return p_values, alerts
+
     def _add(self, score: float) -> None:
         self._n += 1
         bisect.insort(self._sorted, score)

@@ -64,6 +64,30 @@ class PrequentialEvaluator:
         self._proba.append(proba)
         self._anomaly.append(anomaly_score)
 
+    def update_many(
+        self,
+        indices: list[int],
+        ys: list[str],
+        preds: list[str | None],
+        alerts: list[bool],
+        probas: list[dict[str, float]],
+        anomaly_scores: list[float],
+    ) -> None:
+        """``update`` for each labelled event of a batch, in order."""
+        self.n_labelled += len(ys)
+        self._recent.extend(zip(ys, preds, alerts, probas, anomaly_scores, strict=True))
+        if not self.keep_history:
+            return
+        room = max(0, self.max_history - len(self._y))
+        if room < len(ys):
+            self.history_truncated = True
+        for kept, values in zip(
+            (self._index, self._y, self._pred, self._alert, self._proba, self._anomaly),
+            (indices, ys, preds, alerts, probas, anomaly_scores),
+            strict=True,
+        ):
+            kept.extend(values[:room])
+
     # -- live view -------------------------------------------------------------------------------------
     def rolling(self, positive: str) -> dict[str, float]:
         """Rare-class metrics over the rolling window (for /metrics)."""

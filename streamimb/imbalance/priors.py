@@ -323,6 +323,25 @@ class PriorTracker(base.Base):
         self._last_change = best
         return [ch["label"] for ch in changes]
 
+    def update_many(
+        self, ys: list[Hashable], ts: list[float | None] | None = None
+    ) -> list[tuple[int, list[Hashable]]]:
+        """``update`` for each label in order; returns ``(position in ys, classes)`` for every change.
+
+        >>> a, b = PriorTracker(half_life=50), PriorTracker(half_life=50)
+        >>> ys = ["x"] * 300 + ["y"] * 100
+        >>> changes = a.update_many(ys)
+        >>> changes == [(i, c) for i, y in enumerate(ys) if (c := b.update(y))] and a.priors() == b.priors()
+        True
+        """
+        out = []
+        update = self.update
+        for i, y in enumerate(ys):
+            changed = update(y, None if ts is None else ts[i])
+            if changed:
+                out.append((i, changed))
+        return out
+
     def _restart(self, change: PrevalenceChange) -> None:
         """Restart counts from the change window: the changed class at its new level, others rescaled."""
         window = max(float(change["since"]), float(self.change_min_events))

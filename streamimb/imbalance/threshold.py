@@ -7,6 +7,10 @@ Every policy shares one interface:
   and never alerts.
 - `update(y_true, proba)`: feed a label with the probabilities the event was scored with (policies that
   learn from labels use it, the others ignore it).
+- `decide_many(probas, times)` / `update_many(ys, probas)`: the same over a batch. By default they are
+  `decide` / `update` in a loop; the learned-threshold policies decide a batch as one array operation
+  with the threshold and priors they have at its start, learn its labels at once and recompute the
+  threshold at most once per batch. Their batch decisions give a reason only where they alert.
 
 Policies: `ArgMax`, `PriorCorrection`, `MinCost`, `TargetPrecision`, `AlertBudget` and `BestThreshold`
 (threshold that maximises G-mean or F1 on recent labels); registry `THRESHOLDS` (names "argmax",
@@ -19,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,6 +84,29 @@ class ScoreWindow:
         self._data[slot] = value
         self._n += 1
 
+    def extend(self, values: np.ndarray) -> None:
+        """``append`` each of ``values`` in order.
+
+        >>> w = ScoreWindow(3)
+        >>> w.append(0.0)
+        >>> w.extend(np.array([1.0, 2.0, 3.0]))
+        >>> w.sorted().tolist(), len(w)
+        ([1.0, 2.0, 3.0], 3)
+        """
+        n, size = len(values), len(self._data)
+        if n == 0:
+            return
+        if n >= size or self._stale or len(self._added) + n >= size:
+            self._stale, self._added, self._evicted = True, [], []
+        else:
+            positions = np.arange(self._n, self._n + n)
+            old = positions[positions >= size] % size
+            self._evicted.extend(self._data[old].tolist())
+            self._added.extend(np.asarray(values, dtype=np.float64).tolist())
+        slots = np.arange(self._n + n - min(n, size), self._n + n) % size
+        self._data[slots] = values[-size:]
+        self._n += n
+
     def values(self) -> np.ndarray:
         """The scores held, in no particular order."""
         return self._data[: len(self)]
@@ -124,6 +151,18 @@ class ThresholdPolicy(base.Base):
 
     def update(self, y_true: Hashable, proba: dict[Hashable, float]) -> None:
         """Learn from a label (no-op for policies that do not learn)."""
+
+    def decide_many(
+        self, probas: Sequence[dict[Hashable, float]], times: Sequence[float | None]
+    ) -> list[Decision]:
+        """`decide` for each event of a batch, in order."""
+        decide = self.decide
+        return [decide(proba, t) for proba, t in zip(probas, times, strict=True)]
+
+    def update_many(self, ys: Sequence[Hashable], probas: Sequence[dict[Hashable, float]]) -> None:
+        """`update` for each label of a batch, in order."""
+        for y, proba in zip(ys, probas, strict=True):
+            self.update(y, proba)
 
     def _verdict(self, pred: Hashable | None, reason: str) -> Decision:
         return pred, self.positive is not None and pred == self.positive, reason
@@ -372,9 +411,65 @@ class LearnedThreshold(ThresholdPolicy):
         if proba:
             (self._pos if y_true == self.positive else self._neg).append(self._score(proba))
         self._since += 1
+        self._maybe_recompute()
+
+    def _maybe_recompute(self) -> None:
         if self._since >= self.refresh or (self._threshold is None and len(self._pos) >= self.min_positives):
             self._since = 0
             self._recompute()
+
+    def _scores(self, probas: Sequence[dict[Hashable, float]]) -> np.ndarray:
+        """`_score` of each probability dict, as one array operation."""
+        positive = self.positive
+        p = np.array([proba.get(positive, 0.0) for proba in probas], dtype=np.float64)
+        if not self.prior_free:
+            return p
+        p = np.clip(p, 1e-9, 1.0 - 1e-9)
+        return np.log(p / (1.0 - p)) - _logit(self._prior())
+
+    def decide_many(
+        self, probas: Sequence[dict[Hashable, float]], times: Sequence[float | None]
+    ) -> list[Decision]:
+        """`decide` over a batch at the current threshold and priors; reasons only where it alerts.
+
+        >>> policy = BestThreshold(positive="1", min_positives=1, prior_free=False)
+        >>> policy.update_many(["1", "0"], [{"1": 0.8, "0": 0.2}, {"1": 0.3, "0": 0.7}])
+        >>> for decision in policy.decide_many([{"1": 0.9, "0": 0.1}, {"1": 0.2, "0": 0.8}, {}], [None] * 3):
+        ...     print(decision)
+        ('1', True, 'score 0.9 >= 0.8 (best est. gmean 1.00)')
+        ('0', False, '')
+        (None, False, 'no prediction yet')
+        """
+        if self._threshold is None or not probas:
+            return super().decide_many(probas, times)
+        threshold, positive = self._threshold, self.positive
+        scores = self._scores(probas)
+        alerts = (scores >= threshold).tolist()
+        out: list[Decision] = []
+        describe = None
+        for proba, s, alert in zip(probas, scores.tolist(), alerts, strict=True):
+            if not proba:
+                out.append((None, False, "no prediction yet"))
+            elif alert:
+                describe = describe or self._describe()
+                out.append((positive, True, f"score {s:.3g} >= {threshold:.3g} ({describe})"))
+            else:
+                out.append((self._other(proba), False, ""))
+        return out
+
+    def update_many(self, ys: Sequence[Hashable], probas: Sequence[dict[Hashable, float]]) -> None:
+        """`update` over a batch's labels, scored at the priors after them; one recompute at most."""
+        if self.tracker is None:
+            for y in ys:
+                self._tracker.update(y)
+        scored = [i for i, proba in enumerate(probas) if proba]
+        if scored:
+            scores = self._scores([probas[i] for i in scored])
+            is_positive = np.array([ys[i] == self.positive for i in scored], dtype=bool)
+            self._pos.extend(scores[is_positive])
+            self._neg.extend(scores[~is_positive])
+        self._since += len(ys)
+        self._maybe_recompute()
 
 
 class TargetPrecision(LearnedThreshold):
