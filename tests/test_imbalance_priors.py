@@ -7,6 +7,8 @@ import pickle
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamimb.imbalance import PrevalenceChangeDetector, PriorTracker
 
@@ -138,3 +140,47 @@ def test_pickle_round_trip_and_json_state() -> None:
     state = json.loads(json.dumps(tracker.state()))
     assert set(state) >= {"priors", "n_labelled", "last_change", "settling"}
     assert state["n_labelled"] == 8000
+
+
+def tracker_state(tracker: PriorTracker) -> tuple:
+    det = tracker._detector
+    cusums = {
+        d: {c: s.__getstate__() for c, s in t.items()} for d, t in (("up", det._up), ("down", det._down))
+    }
+    return (
+        tracker._counts,
+        tracker.priors(),
+        tracker._n,
+        tracker._since_restart,
+        tracker.changes,
+        det._n,
+        cusums,
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(20, 400), st.floats(0.0, 0.6)), min_size=1, max_size=6),
+    st.sampled_from([30.0, 200.0, 2000.0]),
+    st.integers(1, 300),
+    st.integers(0, 10**6),
+)
+def test_update_many_equals_update_label_by_label(segments, half_life, batch, seed):
+    rng = random.Random(seed)
+    ys = [("fraud" if rng.random() < p else "ok") for n, p in segments for _ in range(n)]
+    one, many = PriorTracker(half_life=half_life), PriorTracker(half_life=half_life)
+    expected = [(i, c) for i, y in enumerate(ys) if (c := one.update(y, float(i)))]
+    got = []
+    for k in range(0, len(ys), batch):
+        chunk = ys[k : k + batch]
+        got += [(k + i, c) for i, c in many.update_many(chunk, [float(k + j) for j in range(len(chunk))])]
+    assert got == expected
+    assert tracker_state(many) == tracker_state(one)
+
+
+def test_update_many_fires_where_update_fires():
+    ys = ["ok"] * 3000 + ["fraud" if i % 5 == 0 else "ok" for i in range(3000)]
+    ys[::97] = ["fraud"] * len(ys[::97])
+    one, many = PriorTracker(half_life=1000), PriorTracker(half_life=1000)
+    expected = [(i, c) for i, y in enumerate(ys) if (c := one.update(y))]
+    assert expected and many.update_many(ys) == expected and tracker_state(many) == tracker_state(one)

@@ -30,6 +30,11 @@ class FeatureIndex:
         self.names: list[str] = []
         self._known: set[str] = set()
         self._absent: list[float] = []
+        self._position: dict[str, int] = {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._position = {name: i for i, name in enumerate(self.names)}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -42,6 +47,7 @@ class FeatureIndex:
                 for name in x:
                     if name not in known:
                         known.add(name)
+                        self._position[name] = len(self.names)
                         self.names.append(name)
                         self._absent.append(0.0 if isinstance(name, str) and "=" in name else math.nan)
 
@@ -49,9 +55,16 @@ class FeatureIndex:
         """``xs`` as a float array, one column per known feature (new ones added first with ``grow``)."""
         if grow:
             self.add(xs)
-        columns = list(zip(self.names, self._absent, strict=True))
-        if not xs:
-            return np.empty((0, len(columns)))
-        return np.array([[x.get(f, a) for f, a in columns] for x in xs], dtype=np.float64).reshape(
-            len(xs), len(columns)
-        )
+        n, width = len(xs), len(self.names)
+        out = np.empty((n, width))
+        out[:] = self._absent
+        if not n or not width:
+            return out
+        # one pass over the values present (a few per row) rather than a lookup per known column
+        position = self._position
+        columns = np.fromiter([position.get(name, -1) for x in xs for name in x], dtype=np.intp)
+        values = np.fromiter([value for x in xs for value in x.values()], dtype=np.float64)
+        rows = np.repeat(np.arange(n), [len(x) for x in xs])
+        known = columns >= 0
+        out[rows[known], columns[known]] = values[known]
+        return out

@@ -127,23 +127,24 @@ class PrevalenceChangeDetector(base.Base):
         changes: list[PrevalenceChange] = []
         ceiling = 1.0 - floor
         for c in labels:
-            p0 = min(max(priors[c], floor), ceiling)
-            hit = y == c
-            for direction, table, f in (
-                ("up", self._up, self.factor),
-                ("down", self._down, 1.0 / self.factor),
-            ):
-                p1 = _shift_odds(p0, f)
-                inc = math.log(p1 / p0) if hit else math.log((1.0 - p1) / (1.0 - p0))
-                cusum = table.get(c)
-                if cusum is None:
-                    cusum = table[c] = _Cusum()
-                cusum.step(inc, hit)
-                if cusum.s > self.threshold and self._n >= self.min_events:
-                    after = (cusum.hits + 0.5) / (cusum.n + 1.0)
-                    changes.append(
-                        PrevalenceChange(label=c, direction=direction, before=p0, after=after, since=cusum.n)
-                    )
+            changes += self._test(c, min(max(priors[c], floor), ceiling), y == c)
+        return changes
+
+    def _test(self, c: Hashable, p0: float, hit: bool) -> list[PrevalenceChange]:
+        """Step both tests of class ``c`` (reference prevalence ``p0``); the changes they detect."""
+        changes = []
+        for direction, table, f in (("up", self._up, self.factor), ("down", self._down, 1.0 / self.factor)):
+            p1 = _shift_odds(p0, f)
+            inc = math.log(p1 / p0) if hit else math.log((1.0 - p1) / (1.0 - p0))
+            cusum = table.get(c)
+            if cusum is None:
+                cusum = table[c] = _Cusum()
+            cusum.step(inc, hit)
+            if cusum.s > self.threshold and self._n >= self.min_events:
+                after = (cusum.hits + 0.5) / (cusum.n + 1.0)
+                changes.append(
+                    PrevalenceChange(label=c, direction=direction, before=p0, after=after, since=cusum.n)
+                )
         return changes
 
 
@@ -311,7 +312,10 @@ class PriorTracker(base.Base):
         if not self.detect_changes or y not in reference:
             return []
         floor = 0.5 / max(sum(self._counts.values()), 1.0)
-        changes = self._detector.update(y, reference, floor=floor)
+        return self._record_changes(self._detector.update(y, reference, floor=floor), t)
+
+    def _record_changes(self, changes: list[PrevalenceChange], t: float | None) -> list[Hashable]:
+        """Restart on the largest of the changes detected on one update; the classes they concern."""
         if not changes:
             return []
         best = max(changes, key=lambda ch: abs(math.log(ch["after"] / ch["before"])))
@@ -334,12 +338,48 @@ class PriorTracker(base.Base):
         >>> changes == [(i, c) for i, y in enumerate(ys) if (c := b.update(y))] and a.priors() == b.priors()
         True
         """
+        counts = self._counts
+        if self.time_based or len(counts) != 2 or not counts.keys() >= set(ys) or sum(counts.values()) <= 0:
+            out = []
+            for i, y in enumerate(ys):
+                if changed := self.update(y, None if ts is None else ts[i]):
+                    out.append((i, changed))
+            return out
+        return self._update_two_classes(ys, ts)
+
+    def _update_two_classes(
+        self, ys: list[Hashable], ts: list[float | None] | None
+    ) -> list[tuple[int, list[Hashable]]]:
+        """``update_many`` with two classes seen and no new one: the same arithmetic as ``update``, in
+        the same order (so the same floats), on two local counts instead of the counts dict."""
         out = []
-        update = self.update
+        detect, decay, detector = self.detect_changes, self._decay, self._detector
+        first, second = self._counts
+        names = (str(first), str(second))
+        a, b = self._counts[first], self._counts[second]
+        self._cached_priors = None
         for i, y in enumerate(ys):
-            changed = update(y, None if ts is None else ts[i])
-            if changed:
-                out.append((i, changed))
+            total = a + b
+            pa, pb = a / total, b / total  # the reference: priors() before this label
+            a *= decay
+            b *= decay
+            if y == first:
+                a += 1.0
+            else:
+                b += 1.0
+            self._n += 1
+            self._since_restart += 1
+            if not detect:
+                continue
+            floor = 0.5 / max(a + b, 1.0)
+            detector._n += 1
+            rare, p = (first, pa) if (pa, names[0]) <= (pb, names[1]) else (second, pb)
+            changes = detector._test(rare, min(max(p, floor), 1.0 - floor), y == rare)
+            if changes:
+                self._counts = {first: a, second: b}
+                out.append((i, self._record_changes(changes, None if ts is None else ts[i])))
+                a, b = self._counts[first], self._counts[second]
+        self._counts = {first: a, second: b}
         return out
 
     def _restart(self, change: PrevalenceChange) -> None:

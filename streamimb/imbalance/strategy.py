@@ -399,7 +399,11 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
             if len(keep) < len(labels):
                 out, labels = out[:, keep], [labels[j] for j in keep]
         empty = ~(out.sum(axis=1) > 0)
-        rows = [dict(zip(labels, row, strict=True)) for row in out.tolist()]
+        if len(labels) == 2:  # a dict display is much cheaper than dict(zip(...)) per row
+            first, second = labels
+            rows = [{first: a, second: b} for a, b in out.tolist()]
+        else:
+            rows = [dict(zip(labels, row, strict=True)) for row in out.tolist()]
         for i in np.flatnonzero(empty).tolist():
             rows[i] = dict(priors)
         return rows
