@@ -265,11 +265,8 @@ class NumpyHoeffdingTree(base.Classifier):
         total = self._counts.sum(axis=1)
         touched = np.unique(leaf)
         due = touched[total[touched] - self._last_attempt[touched] >= self.grace_period]
-        split = []
-        for node in due.tolist():
-            self._last_attempt[node] = total[node]
-            if self._attempt_split(node):
-                split.append(node)
+        self._last_attempt[due] = total[due]
+        split = self._attempt_splits(due.tolist())
         if self.regrow and len(X) > 1:  # one row at a time, a split already hands on the rest of the stream
             self._regrow(split, X, leaf, y, w)
         for node in drifted:
@@ -286,7 +283,7 @@ class NumpyHoeffdingTree(base.Classifier):
         at most one level per batch. The Hoeffding bound of such a split counts only the batch's rows.
         """
         while split:
-            grown = []
+            ready, seen = [], []
             for node in split:
                 rows = np.flatnonzero(leaf == node)
                 if not len(rows):
@@ -295,10 +292,11 @@ class NumpyHoeffdingTree(base.Classifier):
                 leaf[rows] = child
                 self._update_estimators(X[rows], child, y[rows], w[rows])
                 for c in np.unique(child).tolist():
-                    seen = float(self._weight[c].sum(axis=0).max()) if self._weight.shape[2] else 0.0
-                    if seen >= self.grace_period and self._attempt_split(c, seen):
-                        grown.append(c)
-            split = grown
+                    weight = float(self._weight[c].sum(axis=0).max()) if self._weight.shape[2] else 0.0
+                    if weight >= self.grace_period:
+                        ready.append(c)
+                        seen.append(weight)
+            split = self._attempt_splits(ready, seen)
 
     # -- drift watch ---------------------------------------------------------------------------------
     def _watch(self, leaf: np.ndarray, y: np.ndarray) -> list[int]:
@@ -389,16 +387,17 @@ class NumpyHoeffdingTree(base.Classifier):
         group = leaf * n_classes + y
         order = np.argsort(group, kind="stable")
         group, X, w = group[order], X[order], w[order]
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        first = np.empty(len(group), dtype=bool)
+        first[0], first[1:] = True, group[1:] != group[:-1]
+        starts = np.flatnonzero(first)
+        row_group = np.cumsum(first) - 1  # each (sorted) row's group
         valid = ~np.isnan(X)
         Xz = np.where(valid, X, 0.0)
         wv = w[:, None] * valid
         nb = np.add.reduceat(wv, starts, axis=0)
         sb = np.add.reduceat(wv * Xz, starts, axis=0)
         mb = np.divide(sb, nb, out=np.zeros_like(sb), where=nb > 0)
-        m2b = np.add.reduceat(
-            wv * (Xz - np.repeat(mb, np.diff(np.r_[starts, len(X)]), axis=0)) ** 2, starts, 0
-        )
+        m2b = np.add.reduceat(wv * (Xz - mb[row_group]) ** 2, starts, 0)
         lo = np.minimum.reduceat(np.where(valid, X, np.inf), starts, axis=0)
         hi = np.maximum.reduceat(np.where(valid, X, -np.inf), starts, axis=0)
         g = group[starts]
@@ -438,7 +437,7 @@ class NumpyHoeffdingTree(base.Classifier):
             if self.split_criterion == "gini":
                 gl = 1.0 - ((left / wl) ** 2).sum(axis=0)
                 gr = 1.0 - ((right / wr) ** 2).sum(axis=0)
-                merit = 1.0 - (np.nan_to_num(wl * gl) + np.nan_to_num(wr * gr)) / total
+                merit = 1.0 - (np.where(wl > 0, wl * gl, 0.0) + np.where(wr > 0, wr * gr, 0.0)) / total
             else:
                 pre = left + right
                 merit = _entropy(pre, total) - (wl * _entropy(left, wl) + wr * _entropy(right, wr)) / total
@@ -448,47 +447,70 @@ class NumpyHoeffdingTree(base.Classifier):
     def _merit_range(self, n_classes: int) -> float:
         return 1.0 if self.split_criterion == "gini" else math.log2(max(n_classes, 2))
 
-    def _attempt_split(self, node: int, evidence: float | None = None) -> bool:
-        """Split ``node`` if the Hoeffding bound (over ``evidence`` weight, default the node's total)
-        allows it; whether it split."""
-        counts = self._counts[node]
-        total = counts.sum()
-        if np.count_nonzero(counts) < 2 or counts.max() / total > self.max_share_to_split:
-            return False
-        if self._depth[node] >= self.max_depth or (not self._free and self._n_nodes + 2 > self.max_nodes):
-            return False
-        weight, mean = self._weight[node], self._mean[node]  # (classes, features)
-        low, high = self._low[node], self._high[node]
-        lo, hi = low.min(axis=0), high.max(axis=0)  # (features,)
-        if not len(lo):
-            return False
-        steps = np.arange(1, self.n_splits + 1) / (self.n_splits + 1.0)
-        points = lo[:, None] + (hi - lo)[:, None] * steps  # (features, splits)
-        usable = np.isfinite(points) & (points > lo[:, None]) & (points < hi[:, None])
-        var = np.divide(self._m2[node], weight - 1.0, out=np.zeros_like(weight), where=weight > 1.0)
-        sigma = np.sqrt(np.maximum(var, 0.0))[:, :, None]
-        v = points[None]
+    def _attempt_splits(self, nodes: list[int], evidence: list[float] | None = None) -> list[int]:
+        """Split each of ``nodes`` the Hoeffding bound (over its ``evidence`` weight, default the node's
+        total) allows, in order; the nodes that split.
+
+        The candidate split points of all the nodes are evaluated in one array pass (nodes x classes x
+        features x points); the splits are then made one by one, each within the node budget.
+        """
+        if not nodes or not self._weight.shape[2]:
+            return []
+        at = np.asarray(nodes, dtype=np.intp)
+        counts = self._counts[at]  # (nodes, classes)
+        total = counts.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cdf = np.where(sigma > 0, ndtr((v - mean[:, :, None]) / sigma), (v >= mean[:, :, None]) * 1.0)
-        w3 = weight[:, :, None]
-        left = np.where(v < low[:, :, None], 0.0, np.where(v >= high[:, :, None], w3, cdf * w3))
-        left = np.where(w3 > 0, left, 0.0)
-        right = w3 - left
-        merit = np.where(usable, self._merit(left, right), -np.inf)  # (features, splits)
-        best_split = merit.argmax(axis=1)
-        per_feature = merit[np.arange(len(merit)), best_split]
-        ranked = np.argsort(per_feature)
-        best = int(ranked[-1])
-        if not np.isfinite(per_feature[best]):
-            return False
-        second = per_feature[ranked[-2]] if len(ranked) > 1 else -np.inf
-        n = total if evidence is None else evidence
-        bound = math.sqrt(self._merit_range(len(counts)) ** 2 * math.log(1.0 / self.delta) / (2.0 * n))
-        if per_feature[best] - second > bound or bound < self.tau:
-            s = int(best_split[best])
-            self._split(node, best, float(points[best, s]), left[:, best, s], right[:, best, s])
-            return True
-        return False
+            ok = (np.count_nonzero(counts, axis=1) >= 2) & ~(
+                counts.max(axis=1) / total > self.max_share_to_split
+            )
+        ok &= self._depth[at] < self.max_depth
+        if not ok.any():
+            return []
+        at, total = at[ok], total[ok]
+        n = total if evidence is None else np.asarray(evidence, dtype=np.float64)[ok]
+        weight, mean = self._weight[at], self._mean[at]  # (nodes, classes, features)
+        low, high = self._low[at], self._high[at]
+        lo, hi = low.min(axis=1), high.max(axis=1)  # (nodes, features)
+        steps = np.arange(1, self.n_splits + 1) / (self.n_splits + 1.0)
+        points = lo[..., None] + (hi - lo)[..., None] * steps  # (nodes, features, points)
+        usable = np.isfinite(points) & (points > lo[..., None]) & (points < hi[..., None])
+        var = np.divide(self._m2[at], weight - 1.0, out=np.zeros_like(weight), where=weight > 1.0)
+        sigma = np.sqrt(np.maximum(var, 0.0))[..., None]
+        v = points[:, None]
+        w4 = weight[..., None]
+        # the weight left of each point: none below a class's range, all above it, the Gaussian's share
+        # inside it (the normal CDF only where it is needed: the costliest operation here)
+        below, above = v < low[..., None], v >= high[..., None]
+        left = np.where(above & (w4 > 0), w4, 0.0)  # (nodes, classes, features, points)
+        inside = np.nonzero(~below & ~above & (w4 > 0))
+        if len(inside[0]):
+            n_, c_, f_ = inside[0], inside[1], inside[2]
+            s_ = sigma[n_, c_, f_, 0]
+            z = v[n_, 0, f_, inside[3]]
+            mu = mean[n_, c_, f_]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cdf = np.where(s_ > 0, ndtr((z - mu) / s_), (z >= mu) * 1.0)
+            left[inside] = cdf * weight[n_, c_, f_]
+        right = w4 - left
+        merit = np.where(usable, self._merit(np.moveaxis(left, 1, 0), np.moveaxis(right, 1, 0)), -np.inf)
+        best_split = merit.argmax(axis=2)  # (nodes, features)
+        per_feature = np.take_along_axis(merit, best_split[..., None], axis=2)[..., 0]
+        ranked = np.argsort(per_feature, axis=1)
+        spread = self._merit_range(counts.shape[1]) ** 2 * math.log(1.0 / self.delta)
+        split = []
+        for i, node in enumerate(at.tolist()):
+            if not self._free and self._n_nodes + 2 > self.max_nodes:
+                break
+            best = int(ranked[i, -1])
+            if not np.isfinite(per_feature[i, best]):
+                continue
+            second = per_feature[i, ranked[i, -2]] if ranked.shape[1] > 1 else -np.inf
+            bound = math.sqrt(spread / (2.0 * float(n[i])))
+            if per_feature[i, best] - second > bound or bound < self.tau:
+                s = int(best_split[i, best])
+                self._split(node, best, float(points[i, best, s]), left[i, :, best, s], right[i, :, best, s])
+                split.append(node)
+        return split
 
     def _split(self, node: int, feature: int, threshold: float, left: np.ndarray, right: np.ndarray) -> None:
         if self._free:
