@@ -93,9 +93,13 @@ def parse_time(value: Any) -> float | None:
         return float(value)
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(number):
+                raise DecodeError("bad_time", f"time {value[:100]!r} is not finite")
+            return number
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:

@@ -47,6 +47,8 @@ def test_parse_time():
     assert parse_time(12) == 12.0
     assert parse_time("2020-01-01T00:00:00Z") == 1577836800.0
     assert reason_of(parse_time, "yesterday") == "bad_time"
+    assert parse_time(" 12.5") == 12.5
+    assert [reason_of(parse_time, v) for v in ("nan", "inf", "-Infinity", math.inf)] == ["bad_time"] * 4
 
 
 def test_decoder_maps_id_time_key_label_and_label_map():
