@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import anomaly
 
-from streamimb.detectors import hst
 from streamimb.detectors.anomaly import build_detector
 from streamimb.detectors.hst import HalfSpaceTrees, ScaledHalfSpaceTrees, rows_of
 
@@ -133,19 +132,6 @@ def test_unlearned_rows_are_scored_only():
         [ours.score_learn_many(X[k : k + 250], learn=learn[k : k + 250]) for k in range(0, 1200, 250)]
     )
     np.testing.assert_array_equal(got, expected)
-
-
-def test_missing_value_solver_fallback_is_exact(monkeypatch):
-    """With the fixed-point passes capped at 1, the plain scan takes over and gives the same answer."""
-    xs = unit_stream(900, missing=0.7, seed=6)
-    expected = river_prequential(anomaly.HalfSpaceTrees(n_trees=5, height=6, window_size=300, seed=9), xs)
-    monkeypatch.setattr(hst, "_MAX_PASSES", 1)
-    calls = []
-    scan = HalfSpaceTrees._scan_loop
-    monkeypatch.setattr(HalfSpaceTrees, "_scan_loop", staticmethod(lambda *a: calls.append(1) or scan(*a)))
-    ours = HalfSpaceTrees(n_trees=5, height=6, window_size=300, seed=9, features=sorted(xs[0]))
-    np.testing.assert_array_equal(ours.score_learn_many(ours.rows(xs)), expected)
-    assert calls
 
 
 @settings(max_examples=25, deadline=None)
