@@ -40,6 +40,7 @@ from scipy.special import ndtr
 
 from streamimb.classifiers.features import FeatureIndex
 from streamimb.imbalance.monitor import FAST, MARGIN, MIN_MASS, SLOW, Z, decay_into, error_rose
+from streamimb.jit import jit
 
 __all__ = ["NumpyHoeffdingTree"]
 
@@ -189,37 +190,15 @@ class NumpyHoeffdingTree(base.Classifier):
     def leaves(self, X: np.ndarray, start: int = 0) -> np.ndarray:
         """The leaf each row of ``X`` falls into from node ``start`` (the root by default); a missing
         value follows the heavier branch."""
-        if len(X) == 1:
-            return np.array([self._leaf_of(X[0], start)], dtype=np.int32)
-        node = np.full(len(X), start, dtype=np.int32)
-        feature, n_features = self._feature, X.shape[1]
-        rows = np.arange(len(X))
-        while len(rows):
-            f = feature[node[rows]]
-            inner = f != _LEAF
-            rows, f = rows[inner], f[inner]
-            if not len(rows):
-                break
-            at = node[rows]
-            values = X[rows, np.minimum(f, n_features - 1)] if n_features else np.full(len(rows), np.nan)
-            values = np.where(f < n_features, values, np.nan)
-            go_left = np.where(np.isnan(values), self._nan_left[at], values <= self._threshold[at])
-            node[rows] = self._left[at] + (~go_left)
-        return node
+        out = np.empty(len(X), dtype=np.int32)
+        _route(np.ascontiguousarray(X, dtype=np.float64), start, self._feature, self._threshold, self._left,
+               self._nan_left, out)  # fmt: skip
+        return out
 
     @property
     def version(self) -> int:
         """Changes whenever the tree learns: leaves computed at the same version are still valid."""
         return self._version
-
-    def _leaf_of(self, x: np.ndarray, node: int) -> int:
-        """``leaves`` for one row, walked in Python (cheaper than array passes for a single row)."""
-        feature, n_features = self._feature, len(x)
-        while (f := int(feature[node])) != _LEAF:
-            value = x[f] if f < n_features else math.nan
-            go_left = bool(self._nan_left[node]) if value != value else value <= self._threshold[node]
-            node = int(self._left[node]) + (0 if go_left else 1)
-        return node
 
     def predict_proba_array(self, X: np.ndarray, leaves: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities (rows sum to 1, or are all 0 at a leaf that has seen nothing).
@@ -257,11 +236,10 @@ class NumpyHoeffdingTree(base.Classifier):
         if len(X) == 1:
             drifted = self._watch_one(int(leaf[0]), int(y[0])) if self.adaptive else []
             self._counts[leaf[0], y[0]] += w[0]
-            self._update_estimators_one(X[0], int(leaf[0]), int(y[0]), float(w[0]))
         else:
             drifted = self._watch(leaf, y) if self.adaptive else []
             np.add.at(self._counts, (leaf, y), w)
-            self._update_estimators(X, leaf, y, w)
+        self._update_estimators(X, leaf, y, w)
         total = self._counts.sum(axis=1)
         touched = np.unique(leaf)
         due = touched[total[touched] - self._last_attempt[touched] >= self.grace_period]
@@ -382,50 +360,12 @@ class NumpyHoeffdingTree(base.Classifier):
         self._low[n], self._high[n] = np.inf, -np.inf
 
     def _update_estimators(self, X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-        """Merge the batch's per-(leaf, class, feature) weight, mean, M2, min and max into the leaves."""
-        n_classes = self._counts.shape[1]
-        group = leaf * n_classes + y
-        order = np.argsort(group, kind="stable")
-        group, X, w = group[order], X[order], w[order]
-        first = np.empty(len(group), dtype=bool)
-        first[0], first[1:] = True, group[1:] != group[:-1]
-        starts = np.flatnonzero(first)
-        row_group = np.cumsum(first) - 1  # each (sorted) row's group
-        valid = ~np.isnan(X)
-        Xz = np.where(valid, X, 0.0)
-        wv = w[:, None] * valid
-        nb = np.add.reduceat(wv, starts, axis=0)
-        sb = np.add.reduceat(wv * Xz, starts, axis=0)
-        mb = np.divide(sb, nb, out=np.zeros_like(sb), where=nb > 0)
-        m2b = np.add.reduceat(wv * (Xz - mb[row_group]) ** 2, starts, 0)
-        lo = np.minimum.reduceat(np.where(valid, X, np.inf), starts, axis=0)
-        hi = np.maximum.reduceat(np.where(valid, X, -np.inf), starts, axis=0)
-        g = group[starts]
-        nodes, classes = g // n_classes, g % n_classes
-        na = self._weight[nodes, classes]
-        ma = self._mean[nodes, classes]
-        n = na + nb
-        delta = mb - ma
-        share = np.divide(nb, n, out=np.zeros_like(nb), where=n > 0)
-        self._mean[nodes, classes] = ma + delta * share
-        self._m2[nodes, classes] = self._m2[nodes, classes] + m2b + delta**2 * na * share
-        self._weight[nodes, classes] = n
-        self._low[nodes, classes] = np.minimum(self._low[nodes, classes], lo)
-        self._high[nodes, classes] = np.maximum(self._high[nodes, classes], hi)
-
-    def _update_estimators_one(self, x: np.ndarray, node: int, y: int, w: float) -> None:
-        """``_update_estimators`` for a single row (Welford's update per feature)."""
-        valid = ~np.isnan(x)
-        xv = np.where(valid, x, 0.0)
-        weight, mean = self._weight[node, y], self._mean[node, y]
-        n = weight + w * valid
-        delta = xv - mean
-        new_mean = mean + np.divide(w * delta, n, out=np.zeros_like(n), where=valid & (n > 0))
-        self._m2[node, y] += np.where(valid, w * delta * (xv - new_mean), 0.0)
-        self._mean[node, y] = new_mean
-        self._weight[node, y] = n
-        self._low[node, y] = np.where(valid, np.minimum(self._low[node, y], xv), self._low[node, y])
-        self._high[node, y] = np.where(valid, np.maximum(self._high[node, y], xv), self._high[node, y])
+        """Add the rows to their leaves' per-(class, feature) weight, mean, M2, min and max, in order."""
+        _add_to_estimators(
+            np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(leaf, dtype=np.int32),
+            np.ascontiguousarray(y, dtype=np.intp), np.ascontiguousarray(w, dtype=np.float64),
+            self._weight, self._mean, self._m2, self._low, self._high,
+        )  # fmt: skip
 
     # -- splitting -----------------------------------------------------------------------------------
     def _merit(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -565,3 +505,56 @@ def _entropy(dist: np.ndarray, total: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         p = dist / total
         return -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=0)
+
+
+@jit
+def _route(
+    X: np.ndarray,
+    start: int,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    left: np.ndarray,
+    nan_left: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``NumpyHoeffdingTree.leaves``: each row walked down from ``start`` (a feature the rows do not have,
+    or NaN, takes the branch ``nan_left`` says)."""
+    n_features = X.shape[1]
+    for i in range(X.shape[0]):
+        node = start
+        while feature[node] != _LEAF:
+            f = feature[node]
+            value = X[i, f] if f < n_features else np.nan
+            go_left = nan_left[node] if value != value else value <= threshold[node]
+            node = left[node] + (0 if go_left else 1)
+        out[i] = node
+
+
+@jit
+def _add_to_estimators(
+    X: np.ndarray,
+    leaf: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """Welford's weighted update of each row's leaf and class, feature by feature (NaN skipped), in row
+    order: a batch leaves the same estimators as its rows one at a time."""
+    for i in range(X.shape[0]):
+        node, c, wi = leaf[i], y[i], w[i]
+        for f in range(X.shape[1]):
+            x = X[i, f]
+            if x != x:
+                continue
+            n = weight[node, c, f] + wi
+            delta = x - mean[node, c, f]
+            new_mean = mean[node, c, f] + (wi * delta / n if n > 0 else 0.0)
+            m2[node, c, f] += wi * delta * (x - new_mean)
+            mean[node, c, f] = new_mean
+            weight[node, c, f] = n
+            low[node, c, f] = min(low[node, c, f], x)
+            high[node, c, f] = max(high[node, c, f], x)
