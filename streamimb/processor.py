@@ -304,14 +304,17 @@ class Processor:
             )
         return drifts
 
-    def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
-        """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
-        drifts: list[DriftEvent] = []
+    def _count(self, label: str) -> None:
         if label not in self.class_counts:
             self.class_counts[label] = 0
             if label not in self.classes:
                 self.classes.append(label)
         self.class_counts[label] += 1
+
+    def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
+        """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
+        drifts: list[DriftEvent] = []
+        self._count(label)
         if self.positive is None:
             self._maybe_fix_positive()
         self.evaluator.update(
@@ -436,17 +439,11 @@ class Processor:
         """
         n = len(events)
         xs, columns = self._score_detectors(events)
-        if len(columns) == 1:
-            raws = [{columns[0][0]: s} for s in columns[0][1]]
+        raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
+        single = len(columns) == 1
+        if single:  # its scores are the anomaly scores: calibrate them all at once (same results)
             combined = columns[0][1]
-        else:
-            raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
-            combined = []
-            for raw in raws:  # each combination ranks against the calibrators as they are before it
-                combined.append(self._combine(raw))
-                for name, score in raw.items():
-                    self.detector_calibrators[name].update(score)
-        p_values, anomaly_alerts = self.calibrator.update_many(combined)
+            p_values, anomaly_alerts = self.calibrator.update_many(combined)
         probas = self.classifier.predict_proba_batch(xs) if self.n_learned else [{}] * n
         times = [e.time for e in events]
         decisions = self.threshold.decide_many(probas, times)
@@ -454,39 +451,28 @@ class Processor:
         verdicts: list[Verdict] = []
         drifts: list[DriftEvent] = []
         labelled: list[int] = []
-        counts, classes = self.class_counts, self.classes
-        score_monitor, feature_monitors = self.score_monitor, self.feature_monitors
-        apply_mode, record = self._apply_decision_mode, self._record
-        index = self.n_events
+        combine, calibrate, observe, count = self._combine, self.calibrator.update, self._observe, self._count
         for i, event in enumerate(events):
+            raw = raws[i]
+            if single:
+                score, anomaly_p, anomaly_alert = combined[i], p_values[i], anomaly_alerts[i]
+            else:
+                score = combine(raw)
+                anomaly_p, anomaly_alert = calibrate(score)
             predicted, classifier_alert, reason = decisions[i]
-            score = combined[i]
             if not classifier_alert:
-                reason = f"anomaly p={p_values[i]:.2g}"
+                reason = f"anomaly p={anomaly_p:.2g}"
             verdict = Verdict(
-                event.id, index, event.time, score, anomaly_alerts[i], probas[i], predicted,
-                classifier_alert, reason, raws[i], xs[i],
+                event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
+                reason, raw, xs[i],
             )  # fmt: skip
-            apply_mode(verdict)
-            if verdict.anomaly_alert or verdict.classifier_alert:
-                self.n_alerts += 1
-            if score_monitor is not None:
-                record(score_monitor.update(score, index, event.time), drifts)
-            for name, monitor in feature_monitors.items():
-                value = verdict.x.get(name)
-                if value is not None:
-                    record(monitor.update(value, index, event.time), drifts)
-            label = event.label
-            if label is not None:
+            raised = observe(verdict, anomaly_alert)
+            if raised:
+                drifts += raised
+            if event.label is not None:
                 labelled.append(i)
-                if label not in counts:
-                    counts[label] = 0
-                    if label not in classes:
-                        classes.append(label)
-                counts[label] += 1  # before the next verdict's decision mode, as in process_one
+                count(event.label)  # before the next verdict's decision mode, as in process_one
             verdicts.append(verdict)
-            index += 1
-        self.n_events = index
         if labelled:
             drifts += self._learn_columns(
                 [verdicts[i] for i in labelled], [events[i].label for i in labelled]
