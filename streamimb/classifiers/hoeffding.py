@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 from river import base
-from scipy.special import ndtr
 
 from streamimb.classifiers.features import FeatureIndex
 from streamimb.imbalance.monitor import FAST, MARGIN, MIN_MASS, SLOW, Z, decay_into, error_rose
@@ -368,22 +367,6 @@ class NumpyHoeffdingTree(base.Classifier):
         )  # fmt: skip
 
     # -- splitting -----------------------------------------------------------------------------------
-    def _merit(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Split merit of class weights ``left``/``right`` shaped (classes, ...); -inf where a split sends
-        no more than ``min_branch_fraction`` of the weight down one side."""
-        wl, wr = left.sum(axis=0), right.sum(axis=0)
-        total = wl + wr
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.split_criterion == "gini":
-                gl = 1.0 - ((left / wl) ** 2).sum(axis=0)
-                gr = 1.0 - ((right / wr) ** 2).sum(axis=0)
-                merit = 1.0 - (np.where(wl > 0, wl * gl, 0.0) + np.where(wr > 0, wr * gr, 0.0)) / total
-            else:
-                pre = left + right
-                merit = _entropy(pre, total) - (wl * _entropy(left, wl) + wr * _entropy(right, wr)) / total
-        enough = ((wl / total) > self.min_branch_fraction) & ((wr / total) > self.min_branch_fraction)
-        return np.where(enough & (total > 0), merit, -np.inf)
-
     def _merit_range(self, n_classes: int) -> float:
         return 1.0 if self.split_criterion == "gini" else math.log2(max(n_classes, 2))
 
@@ -408,47 +391,29 @@ class NumpyHoeffdingTree(base.Classifier):
             return []
         at, total = at[ok], total[ok]
         n = total if evidence is None else np.asarray(evidence, dtype=np.float64)[ok]
-        weight, mean = self._weight[at], self._mean[at]  # (nodes, classes, features)
-        low, high = self._low[at], self._high[at]
-        lo, hi = low.min(axis=1), high.max(axis=1)  # (nodes, features)
-        steps = np.arange(1, self.n_splits + 1) / (self.n_splits + 1.0)
-        points = lo[..., None] + (hi - lo)[..., None] * steps  # (nodes, features, points)
-        usable = np.isfinite(points) & (points > lo[..., None]) & (points < hi[..., None])
-        var = np.divide(self._m2[at], weight - 1.0, out=np.zeros_like(weight), where=weight > 1.0)
-        sigma = np.sqrt(np.maximum(var, 0.0))[..., None]
-        v = points[:, None]
-        w4 = weight[..., None]
-        # the weight left of each point: none below a class's range, all above it, the Gaussian's share
-        # inside it (the normal CDF only where it is needed: the costliest operation here)
-        below, above = v < low[..., None], v >= high[..., None]
-        left = np.where(above & (w4 > 0), w4, 0.0)  # (nodes, classes, features, points)
-        inside = np.nonzero(~below & ~above & (w4 > 0))
-        if len(inside[0]):
-            n_, c_, f_ = inside[0], inside[1], inside[2]
-            s_ = sigma[n_, c_, f_, 0]
-            z = v[n_, 0, f_, inside[3]]
-            mu = mean[n_, c_, f_]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cdf = np.where(s_ > 0, ndtr((z - mu) / s_), (z >= mu) * 1.0)
-            left[inside] = cdf * weight[n_, c_, f_]
-        right = w4 - left
-        merit = np.where(usable, self._merit(np.moveaxis(left, 1, 0), np.moveaxis(right, 1, 0)), -np.inf)
-        best_split = merit.argmax(axis=2)  # (nodes, features)
-        per_feature = np.take_along_axis(merit, best_split[..., None], axis=2)[..., 0]
-        ranked = np.argsort(per_feature, axis=1)
-        spread = self._merit_range(counts.shape[1]) ** 2 * math.log(1.0 / self.delta)
+        weight = self._weight[at]  # (nodes, classes, features)
+        n_nodes, n_classes, n_features = weight.shape
+        point = np.empty((n_nodes, n_features))
+        merit = np.empty((n_nodes, n_features))
+        left = np.zeros((n_nodes, n_features, n_classes))
+        _best_splits(
+            weight, self._mean[at], self._m2[at], self._low[at], self._high[at], self.n_splits,
+            self.split_criterion == "gini", self.min_branch_fraction, point, merit, left,
+        )  # fmt: skip
+        ranked = np.argsort(merit, axis=1)
+        spread = self._merit_range(n_classes) ** 2 * math.log(1.0 / self.delta)
         split = []
         for i, node in enumerate(at.tolist()):
             if not self._free and self._n_nodes + 2 > self.max_nodes:
                 break
             best = int(ranked[i, -1])
-            if not np.isfinite(per_feature[i, best]):
+            if not np.isfinite(merit[i, best]):
                 continue
-            second = per_feature[i, ranked[i, -2]] if ranked.shape[1] > 1 else -np.inf
+            second = merit[i, ranked[i, -2]] if n_features > 1 else -np.inf
             bound = math.sqrt(spread / (2.0 * float(n[i])))
-            if per_feature[i, best] - second > bound or bound < self.tau:
-                s = int(best_split[i, best])
-                self._split(node, best, float(points[i, best, s]), left[i, :, best, s], right[i, :, best, s])
+            if merit[i, best] - second > bound or bound < self.tau:
+                dist = left[i, best]
+                self._split(node, best, float(point[i, best]), dist, weight[i, :, best] - dist)
                 split.append(node)
         return split
 
@@ -498,13 +463,6 @@ class NumpyHoeffdingTree(base.Classifier):
             return {}
         proba = self.predict_proba_array(self._features.rows([x]))[0]
         return {c: float(p) for c, p in zip(self._classes, proba, strict=False)}
-
-
-def _entropy(dist: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Entropy in bits of class weights ``dist`` (classes first) with sums ``total``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = dist / total
-        return -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=0)
 
 
 @jit
@@ -558,3 +516,85 @@ def _add_to_estimators(
             weight[node, c, f] = n
             low[node, c, f] = min(low[node, c, f], x)
             high[node, c, f] = max(high[node, c, f], x)
+
+
+_SQRT2 = math.sqrt(2.0)
+
+
+@jit
+def _best_splits(
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    n_splits: int,
+    gini: bool,
+    min_fraction: float,
+    point: np.ndarray,
+    merit: np.ndarray,
+    left: np.ndarray,
+) -> None:
+    """For each node and feature (estimators shaped nodes x classes x features): the best of ``n_splits``
+    points evenly spaced between the extremes seen, its merit (-inf if none is usable) and the class
+    weight its left side gets, from each class's Gaussian (all of it above the class's maximum, none
+    below its minimum)."""
+    n_nodes, n_classes, n_features = weight.shape
+    share = np.empty(n_classes)
+    rest = np.empty(n_classes)
+    for k in range(n_nodes):
+        for f in range(n_features):
+            lo, hi = np.inf, -np.inf
+            for c in range(n_classes):
+                lo = min(lo, low[k, c, f])
+                hi = max(hi, high[k, c, f])
+            merit[k, f], point[k, f] = -np.inf, np.nan
+            for s in range(1, n_splits + 1):
+                at = lo + (hi - lo) * (s / (n_splits + 1.0))
+                if not (np.isfinite(at) and lo < at < hi):
+                    continue
+                for c in range(n_classes):
+                    w = weight[k, c, f]
+                    if not w > 0 or at < low[k, c, f]:
+                        share[c] = 0.0
+                    elif at >= high[k, c, f]:
+                        share[c] = w
+                    else:
+                        sigma = math.sqrt(max(m2[k, c, f] / (w - 1.0), 0.0)) if w > 1.0 else 0.0
+                        mu = mean[k, c, f]
+                        if sigma > 0:
+                            share[c] = 0.5 * (1.0 + math.erf((at - mu) / (sigma * _SQRT2))) * w  # river's cdf
+                        else:
+                            share[c] = w if at >= mu else 0.0
+                    rest[c] = w - share[c]
+                value = _split_merit(share, rest, gini, min_fraction)
+                if value > merit[k, f]:
+                    merit[k, f], point[k, f] = value, at
+                    left[k, f, :] = share
+
+
+@jit
+def _split_merit(left: np.ndarray, right: np.ndarray, gini: bool, min_fraction: float) -> float:
+    """Gini or information-gain (bits) merit of a binary split of class weights; -inf when a side gets
+    no more than ``min_fraction`` of the weight."""
+    wl, wr = left.sum(), right.sum()
+    total = wl + wr
+    if not (total > 0 and wl / total > min_fraction and wr / total > min_fraction):
+        return -np.inf
+    if gini:
+        gl, gr = 1.0, 1.0
+        for c in range(len(left)):
+            gl -= (left[c] / wl) ** 2
+            gr -= (right[c] / wr) ** 2
+        return 1.0 - (wl * gl + wr * gr) / total
+    before, h_left, h_right = 0.0, 0.0, 0.0
+    for c in range(len(left)):
+        before -= _plogp((left[c] + right[c]) / total)
+        h_left -= _plogp(left[c] / wl)
+        h_right -= _plogp(right[c] / wr)
+    return before - (wl * h_left + wr * h_right) / total
+
+
+@jit
+def _plogp(p: float) -> float:
+    return p * math.log2(p) if p > 0 else 0.0
