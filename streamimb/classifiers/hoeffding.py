@@ -38,7 +38,7 @@ import numpy as np
 from river import base
 
 from streamimb.classifiers.features import FeatureIndex
-from streamimb.imbalance.monitor import FAST, MARGIN, MIN_MASS, SLOW, Z, decay_into, error_rose
+from streamimb.imbalance.monitor import FAST, MARGIN, MIN_MASS, SLOW, Z, watch_errors
 from streamimb.jit import jit
 
 __all__ = ["NumpyHoeffdingTree"]
@@ -291,15 +291,11 @@ class NumpyHoeffdingTree(base.Classifier):
         errors = np.bincount(group, weights=wrong, minlength=size).reshape(-1, n_classes)[:used]
         depth = self._depth[:used]
         live = self._alive[:used]
-        for d in range(int(depth[live].max()), 0, -1):  # subtree sums, deepest level first
-            at = np.flatnonzero(live & (depth == d))
-            np.add.at(rows, self._parent[at], rows[at])
-            np.add.at(errors, self._parent[at], errors[at])
-        mass, err = decay_into(
-            self._watch_mass[:, :used], self._watch_errors[:, :used], rows, errors, FAST, SLOW
-        )
-        self._watch_mass[:, :used], self._watch_errors[:, :used] = mass, err
-        flagged = np.any(error_rose(mass, err, MARGIN, Z, MIN_MASS), axis=1) & live
+        _add_subtrees(rows, errors, depth, self._parent[:used], live)
+        rose = np.zeros(used, dtype=bool)
+        mass, err = self._watch_mass[:, :used], self._watch_errors[:, :used]  # views: updated in place
+        watch_errors(mass, err, rows, errors, FAST, SLOW, MARGIN, Z, MIN_MASS, rose)
+        flagged = rose & live
         flagged &= self._feature[:used] != _LEAF  # a leaf's own counts keep following the data
         nodes = set(np.flatnonzero(flagged).tolist())
         return [n for n in nodes if not self._ancestors(n) & nodes]
@@ -311,12 +307,11 @@ class NumpyHoeffdingTree(base.Classifier):
             return []
         wrong = float(int(counts.argmax()) != y)
         path = [leaf, *sorted(self._ancestors(leaf), reverse=True)]
-        one = np.ones(len(path))
-        mass, err = decay_into(
-            self._watch_mass[:, path, y], self._watch_errors[:, path, y], one, wrong * one, FAST, SLOW
-        )
-        self._watch_mass[:, path, y], self._watch_errors[:, path, y] = mass, err
-        flagged = error_rose(mass, err, MARGIN, Z, MIN_MASS)
+        one = np.ones((len(path), 1))
+        mass, err = self._watch_mass[:, path, y][..., None], self._watch_errors[:, path, y][..., None]
+        flagged = np.zeros(len(path), dtype=bool)
+        watch_errors(mass, err, one, wrong * one, FAST, SLOW, MARGIN, Z, MIN_MASS, flagged)
+        self._watch_mass[:, path, y], self._watch_errors[:, path, y] = mass[..., 0], err[..., 0]
         nodes = [
             n for n, hit in zip(path, flagged.tolist(), strict=True) if hit and self._feature[n] != _LEAF
         ]
@@ -598,3 +593,20 @@ def _split_merit(left: np.ndarray, right: np.ndarray, gini: bool, min_fraction: 
 @jit
 def _plogp(p: float) -> float:
     return p * math.log2(p) if p > 0 else 0.0
+
+
+@jit
+def _add_subtrees(
+    rows: np.ndarray, errors: np.ndarray, depth: np.ndarray, parent: np.ndarray, live: np.ndarray
+) -> None:
+    """Turn per-node counts into subtree sums: each live node's counts added to its parent's, deepest
+    level first."""
+    deepest = 0
+    for node in range(len(depth)):
+        if live[node]:
+            deepest = max(deepest, depth[node])
+    for level in range(deepest, 0, -1):
+        for node in range(len(depth)):
+            if live[node] and depth[node] == level:
+                rows[parent[node]] += rows[node]
+                errors[parent[node]] += errors[node]

@@ -18,30 +18,53 @@ True
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["ClassErrorMonitor", "decay_into", "error_rose"]
+from streamimb.jit import jit
+
+__all__ = ["ClassErrorMonitor", "watch_errors"]
 
 FAST, SLOW, MARGIN, Z, MIN_MASS = 200.0, 4000.0, 0.1, 4.0, 50.0
 
 
-def decay_into(
-    mass: np.ndarray, errors: np.ndarray, rows: np.ndarray, wrong: np.ndarray, fast: float, slow: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Add ``rows`` events (``wrong`` of them errors) to [fast, slow] decayed ``mass`` and ``errors``
-    (first axis: fast, slow), decaying by the events added."""
-    decay = 2.0 ** (-np.asarray(rows)[None] / np.array([fast, slow]).reshape((2,) + (1,) * np.ndim(rows)))
-    return mass * decay + rows, errors * decay + wrong
-
-
-def error_rose(mass: np.ndarray, errors: np.ndarray, margin: float, z: float, min_mass: float) -> np.ndarray:
-    """Where the fast error rate exceeds the slow one by ``margin`` and by ``z`` standard errors, with at
-    least ``min_mass`` events in both windows (arrays shaped like ``mass[0]``)."""
-    rate = np.divide(errors, mass, out=np.zeros_like(mass), where=mass > 0)
-    fast, slow = rate
-    rise = fast - slow
-    spread = np.sqrt(np.maximum(slow * (1.0 - slow), 1e-4) / np.maximum(mass[0], 1.0))
-    return (rise >= margin) & (rise >= z * spread) & (mass.min(axis=0) >= min_mass)
+@jit
+def watch_errors(
+    mass: np.ndarray,
+    errors: np.ndarray,
+    rows: np.ndarray,
+    wrong: np.ndarray,
+    fast: float,
+    slow: float,
+    margin: float,
+    z: float,
+    min_mass: float,
+    rose: np.ndarray,
+) -> None:
+    """Add ``rows`` events (``wrong`` of them errors; shaped groups x classes) to the [fast, slow] decayed
+    ``mass`` and ``errors`` (shaped 2 x groups x classes, updated in place), each decaying by the events
+    added to it; ``rose[g]``: some class of group g has a fast error rate above the slow one by ``margin``
+    and by ``z`` binomial standard errors (at the slow rate, over the fast mass), with at least
+    ``min_mass`` events in both windows."""
+    n_groups, n_classes = rows.shape
+    for g in range(n_groups):
+        rose[g] = False
+        for c in range(n_classes):
+            r = rows[g, c]
+            keep_fast, keep_slow = 2.0 ** (-r / fast), 2.0 ** (-r / slow)
+            m_fast = mass[0, g, c] * keep_fast + r
+            m_slow = mass[1, g, c] * keep_slow + r
+            e_fast = errors[0, g, c] * keep_fast + wrong[g, c]
+            e_slow = errors[1, g, c] * keep_slow + wrong[g, c]
+            mass[0, g, c], mass[1, g, c] = m_fast, m_slow
+            errors[0, g, c], errors[1, g, c] = e_fast, e_slow
+            rate_fast = e_fast / m_fast if m_fast > 0 else 0.0
+            rate_slow = e_slow / m_slow if m_slow > 0 else 0.0
+            rise = rate_fast - rate_slow
+            spread = math.sqrt(max(rate_slow * (1.0 - rate_slow), 1e-4) / max(m_fast, 1.0))
+            if rise >= margin and rise >= z * spread and min(m_fast, m_slow) >= min_mass:
+                rose[g] = True
 
 
 class ClassErrorMonitor:
@@ -81,7 +104,9 @@ class ClassErrorMonitor:
         if k > self._mass.shape[1]:
             pad = ((0, 0), (0, k - self._mass.shape[1]))
             self._mass, self._errors = np.pad(self._mass, pad), np.pad(self._errors, pad)
-        n = np.bincount(y, minlength=k).astype(float)
-        e = np.bincount(y, weights=wrong.astype(float), minlength=k)
-        self._mass, self._errors = decay_into(self._mass, self._errors, n, e, self.fast, self.slow)
-        return bool(np.any(error_rose(self._mass, self._errors, self.margin, self.z, self.min_mass)))
+        n = np.bincount(y, minlength=k).astype(float)[None]
+        e = np.bincount(y, weights=wrong.astype(float), minlength=k)[None]
+        rose = np.zeros(1, dtype=bool)
+        mass, errors = self._mass[:, None], self._errors[:, None]  # one group
+        watch_errors(mass, errors, n, e, self.fast, self.slow, self.margin, self.z, self.min_mass, rose)
+        return bool(rose[0])
