@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -29,8 +29,12 @@ LABEL_CANDIDATES = ("label", "y", "class", "Class", "target", "Churn")
 MAX_FIELDS = 10_000
 # A JSON object of fewer bytes than this cannot hold more than MAX_FIELDS fields (each takes >= 4 bytes).
 _FAST_MAX_BYTES = 4 * MAX_FIELDS
-# The values a schema column may hold for the fast path; anything else (bool, nested, NaN) takes the slow one.
+# The types the fast path's typed decoder accepts per column role; any other value (a number as text, a
+# bool, an empty category, a nested value, a number beyond the float range) takes the general path.
 _Scalar = str | int | float | None
+_Number = float | None  # msgspec also takes a JSON integer here, as float(value) does
+_Category = Annotated[str, msgspec.Meta(min_length=1)] | None
+_LABEL_CACHE_SIZE = 1024  # distinct raw label values remembered by the fast path
 
 # The bounded set of dead-letter reasons (they become a metric label).
 REASONS = (
@@ -47,6 +51,7 @@ REASONS = (
     "bad_time",
 )
 
+_UNCACHED = object()
 _MISSING_STRINGS = frozenset({"", "NA", "N/A", "null", "None", "?"})
 _NON_FINITE_STRINGS = frozenset({"nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 
@@ -127,11 +132,18 @@ class EventDecoder:
         self._fast = None if self._auto_numeric else self._fast_decoder()
 
     def _fast_decoder(self) -> msgspec.json.Decoder:
-        """A decoder of the schema's columns alone, each a JSON scalar (see ``decode_json``)."""
+        """A typed decoder of the schema's columns alone (see ``decode_json``): features first, in schema
+        order (numbers as finite floats, categories as non-empty strings), then id, time, label and key."""
         schema = self.schema
-        roles = [*self._numeric, *self._categorical, schema.id, schema.time, schema.label, schema.key]
-        self._columns = columns = list(dict.fromkeys(c for c in roles if c is not None))
-        fields = [(f"f{i}", _Scalar, None) for i in range(len(columns))]
+        self._features_at = features = [*self._numeric, *self._categorical]
+        roles = {"id": schema.id, "time": schema.time, "label": schema.label, "key": schema.key}
+        extra = [c for c in dict.fromkeys(roles.values()) if c is not None and c not in features]
+        self._columns = columns = [*features, *extra]
+        self._role_at = {role: columns.index(c) if c is not None else None for role, c in roles.items()}
+        self._label_cache: dict[Any, str | None] = {}
+        numeric = set(self._numeric)
+        types = [_Number if c in numeric else _Category for c in features] + [_Scalar] * len(extra)
+        fields = [(f"f{i}", t, None) for i, t in enumerate(types)]
         rename = {f"f{i}": name for i, name in enumerate(columns)}
         return msgspec.json.Decoder(msgspec.defstruct("Columns", fields, rename=rename))
 
@@ -155,8 +167,8 @@ class EventDecoder:
                 values = msgspec.structs.astuple(self._fast.decode(raw))
             except msgspec.DecodeError:
                 pass
-            else:  # an absent column is None, as record.get gives it
-                return self.decode(dict(zip(self._columns, values, strict=True)), row)
+            else:
+                return self._decode_typed(values, row)
         try:
             record = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, ints over 4,300 digits
@@ -164,6 +176,32 @@ class EventDecoder:
         if not isinstance(record, dict):
             raise DecodeError("not_an_object", f"a JSON {type(record).__name__}, not an object")
         return self.decode(record, row)
+
+    def _decode_typed(self, values: tuple, row: int) -> Event:
+        """``decode`` of the typed decoder's values, which are valid feature values as they are (an absent
+        column is None, as ``record.get`` gives it); labels seen before come from a small cache."""
+        features = dict(zip(self._features_at, values, strict=False))  # up to the last feature
+        at = self._role_at
+        label = None
+        if (i := at["label"]) is not None:
+            raw = values[i]
+            label = self._label_cache.get(raw, _UNCACHED)
+            if label is _UNCACHED:
+                label = self._label({self.schema.label: raw})
+                if raw is not None and len(self._label_cache) < _LABEL_CACHE_SIZE:
+                    self._label_cache[raw] = label  # _label raised instead where the value is refused
+        event_id = values[i] if (i := at["id"]) is not None else None
+        time = values[i] if (i := at["time"]) is not None else None
+        if not (type(time) is float and time - time == 0.0):
+            time = parse_time(time)
+        key = values[i] if (i := at["key"]) is not None else None
+        return Event(
+            str(event_id) if event_id is not None and event_id != "" else str(row),
+            time,
+            features,
+            label,
+            str(key) if key is not None else None,
+        )
 
     def decode(self, record: Mapping[str, Any], row: int = -1) -> Event:
         if len(record) > MAX_FIELDS:

@@ -154,3 +154,20 @@ def test_a_decoder_survives_pickling_with_its_fast_path():
     decoder = pickle.loads(pickle.dumps(EventDecoder(FAST_SCHEMA)))
     assert decoder._fast is not None
     assert decoder.decode_json(b'{"id": 1, "amount": 2, "country": "FR", "label": 1.0}').label == "1"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(records, st.sampled_from([0, 1, 1.0, "1", " 0 ", "yes", "", None, 2.5])), max_size=30)
+)
+def test_one_fast_decoder_over_a_stream_decodes_as_the_general_one(stream):
+    """The fast path keeps state across records (a cache of label values): a whole stream through one
+    decoder, with a label map and known classes, gives what the general path gives record by record."""
+    schema = FAST_SCHEMA.model_copy(update={"label_map": {"yes": "1"}, "classes": ["0", "1"]})
+    for require_label in (False, True):
+        fast = EventDecoder(schema, require_label=require_label)
+        general = EventDecoder(schema, require_label=require_label)
+        general._fast = None
+        for record, label in stream:
+            raw = json.dumps({**record, "label": label}).encode()
+            assert outcome(fast, raw) == outcome(general, raw)

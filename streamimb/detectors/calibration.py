@@ -90,10 +90,8 @@ class ScoreCalibrator:
         >>> sum(alerts), round(p[-1], 3)
         (1, 0.02)
         """
-        if self.kind == "budget":
-            pairs = [self.update(score) for score in scores]
-            return [p for p, _ in pairs], [alert for _, alert in pairs]
         window, alpha, warmup = self.window, self.alpha, self.warmup
+        budget, per_events, alert_times = self.kind == "budget", self.per_events, self._alert_times
         ordered, fifo = self._sorted, self._fifo
         bisect_left, insort = bisect.bisect_left, bisect.insort
         p_values, alerts = [], []
@@ -102,7 +100,14 @@ class ScoreCalibrator:
             size = len(ordered)
             p = (size - bisect_left(ordered, score) + 1) / (size + 1)
             p_values.append(p)
-            alerts.append(n >= warmup and p < alpha)
+            alert = n >= warmup and p < alpha
+            if alert and budget:  # as in `update`
+                while alert_times and alert_times[0] <= n - per_events:
+                    alert_times.popleft()
+                alert = len(alert_times) < self.alerts
+                if alert:
+                    alert_times.append(n)
+            alerts.append(alert)
             n += 1
             insort(ordered, score)
             fifo.append(score)

@@ -17,7 +17,10 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 from river import base
+
+from streamimb.jit import jit
 
 __all__ = ["PrevalenceChange", "PrevalenceChangeDetector", "PriorTracker"]
 
@@ -56,6 +59,7 @@ class _Cusum:
         self.s, self.n, self.hits = state
 
 
+@jit
 def _shift_odds(p: float, factor: float) -> float:
     """The probability whose odds are `factor` times the odds of `p`."""
     return factor * p / (1.0 - p + factor * p)
@@ -351,36 +355,70 @@ class PriorTracker(base.Base):
         self, ys: list[Hashable], ts: list[float | None] | None
     ) -> list[tuple[int, list[Hashable]]]:
         """``update_many`` with two classes seen and no new one: the same arithmetic as ``update``, in
-        the same order (so the same floats), on two local counts instead of the counts dict."""
+        the same order (so the same floats), compiled (`_two_class_run`) between the labels on which a
+        test fires; those are handed to ``_record_changes`` as ``update`` does."""
         out = []
-        detect, decay, detector = self.detect_changes, self._decay, self._detector
+        detector = self._detector
         first, second = self._counts
-        names = (str(first), str(second))
-        a, b = self._counts[first], self._counts[second]
+        classes = (first, second)
+        hit_first = np.fromiter((y == first for y in ys), dtype=np.bool_, count=len(ys))
+        cusum = np.zeros((2, 2, 3))  # class, direction (up, down), (sum, events, hits)
+        touched = np.zeros(2, dtype=np.bool_)
+        for r, c in enumerate(classes):
+            for d, table in enumerate((detector._up, detector._down)):
+                if c in table:
+                    cusum[r, d] = table[c].__getstate__()
+                    touched[r] = True
+        counts = np.array([self._counts[first], self._counts[second]])
+        fired = np.zeros(2, dtype=np.bool_)
+        rare = np.zeros(2)  # the tested class and its reference prevalence when a test fired
         self._cached_priors = None
-        for i, y in enumerate(ys):
-            total = a + b
-            pa, pb = a / total, b / total  # the reference: priors() before this label
-            a *= decay
-            b *= decay
-            if y == first:
-                a += 1.0
-            else:
-                b += 1.0
-            self._n += 1
-            self._since_restart += 1
-            if not detect:
-                continue
-            floor = 0.5 / max(a + b, 1.0)
-            detector._n += 1
-            rare, p = (first, pa) if (pa, names[0]) <= (pb, names[1]) else (second, pb)
-            changes = detector._test(rare, min(max(p, floor), 1.0 - floor), y == rare)
-            if changes:
-                self._counts = {first: a, second: b}
-                out.append((i, self._record_changes(changes, None if ts is None else ts[i])))
-                a, b = self._counts[first], self._counts[second]
-        self._counts = {first: a, second: b}
+        i = 0
+        while i < len(ys):
+            done = _two_class_run(
+                hit_first[i:], counts, self._decay, self.detect_changes, str(first) <= str(second),
+                detector.factor, detector.threshold, detector.min_events, detector._n, cusum, touched,
+                fired, rare,
+            )  # fmt: skip
+            self._n += done
+            self._since_restart += done
+            if self.detect_changes:
+                detector._n += done
+            self._counts = {first: float(counts[0]), second: float(counts[1])}
+            self._store_cusums(classes, cusum, touched)
+            i += done
+            if not fired.any():
+                break
+            r, p0 = int(rare[0]), float(rare[1])
+            changes = [
+                PrevalenceChange(
+                    label=classes[r],
+                    direction=direction,
+                    before=p0,
+                    after=(cusum[r, d, 2] + 0.5) / (cusum[r, d, 1] + 1.0),
+                    since=int(cusum[r, d, 1]),
+                )
+                for d, direction in enumerate(("up", "down"))
+                if fired[d]
+            ]
+            out.append((i - 1, self._record_changes(changes, None if ts is None else ts[i - 1])))
+            counts[:] = self._counts[first], self._counts[second]
+            cusum[:] = 0.0  # the restart reset the detector
+            touched[:] = False
         return out
+
+    def _store_cusums(
+        self, classes: tuple[Hashable, Hashable], cusum: np.ndarray, touched: np.ndarray
+    ) -> None:
+        """Write `_two_class_run`'s test states back to the detector's tables."""
+        for r, c in enumerate(classes):
+            if not touched[r]:
+                continue
+            for d, table in enumerate((self._detector._up, self._detector._down)):
+                test = table.get(c)
+                if test is None:
+                    test = table[c] = _Cusum()
+                test.s, test.n, test.hits = float(cusum[r, d, 0]), int(cusum[r, d, 1]), int(cusum[r, d, 2])
 
     def _restart(self, change: PrevalenceChange) -> None:
         """Restart counts from the change window: the changed class at its new level, others rescaled."""
@@ -395,3 +433,60 @@ class PriorTracker(base.Base):
         self._cached_priors = None
         self._since_restart = 0
         self._detector.reset()
+
+
+@jit
+def _two_class_run(
+    hit_first: np.ndarray,
+    counts: np.ndarray,
+    decay: float,
+    detect: bool,
+    first_name_first: bool,
+    factor: float,
+    threshold: float,
+    min_events: int,
+    n_tested: int,
+    cusum: np.ndarray,
+    touched: np.ndarray,
+    fired: np.ndarray,
+    rare: np.ndarray,
+) -> int:
+    """`PriorTracker.update` over two classes (``hit_first``: the label is the first class), in place on
+    ``counts`` and the CUSUM states; stops after the first label on which a test fires (``fired`` per
+    direction, ``rare`` the class tested and its reference prevalence). Returns the labels consumed."""
+    a, b = counts[0], counts[1]
+    for i in range(len(hit_first)):
+        total = a + b
+        pa, pb = a / total, b / total  # the reference: priors() before this label
+        a *= decay
+        b *= decay
+        if hit_first[i]:
+            a += 1.0
+        else:
+            b += 1.0
+        if not detect:
+            continue
+        floor = 0.5 / max(a + b, 1.0)
+        n_tested += 1
+        r, p = (0, pa) if pa < pb or (pa == pb and first_name_first) else (1, pb)
+        hit = hit_first[i] == (r == 0)
+        p0 = min(max(p, floor), 1.0 - floor)
+        touched[r] = True
+        for d in range(2):
+            f = factor if d == 0 else 1.0 / factor
+            p1 = _shift_odds(p0, f)
+            inc = math.log(p1 / p0) if hit else math.log((1.0 - p1) / (1.0 - p0))
+            s = cusum[r, d, 0] + inc
+            if s <= 0.0:
+                cusum[r, d, 0], cusum[r, d, 1], cusum[r, d, 2] = 0.0, 0.0, 0.0
+            else:
+                cusum[r, d, 0] = s
+                cusum[r, d, 1] += 1.0
+                cusum[r, d, 2] += 1.0 if hit else 0.0
+            fired[d] = cusum[r, d, 0] > threshold and n_tested >= min_events
+        if fired[0] or fired[1]:
+            counts[0], counts[1] = a, b
+            rare[0], rare[1] = r, p0
+            return i + 1
+    counts[0], counts[1] = a, b
+    return len(hit_first)
