@@ -217,40 +217,48 @@ class NumpyHoeffdingTree(base.Classifier):
         indices; rows with weight 0 are skipped. ``leaves``: ``leaves(X)`` if already computed at this
         ``version``.
         """
-        X = np.asarray(X, dtype=np.float64)
+        X = np.ascontiguousarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.intp)
         w = np.ones(len(X)) if w is None else np.asarray(w, dtype=np.float64)
-        keep = w > 0
-        if not keep.all():
-            X, y, w = X[keep], y[keep], w[keep]
-            leaves = None if leaves is None else leaves[keep]
+        rows = np.flatnonzero(w > 0)  # the rows learned (X itself is not copied)
+        if len(rows) < len(w):
+            y, w = y[rows], w[rows]
+            leaves = None if leaves is None else leaves[rows]
         n_classes = max(self._counts.shape[1], int(y.max()) + 1 if len(y) else 0)
         self._resize(len(self._feature), n_classes, max(self._weight.shape[2], X.shape[1]))
-        if not len(X):
+        if not len(rows):
             return
         if X.shape[1] < self._weight.shape[2]:
             X = np.hstack([X, np.full((len(X), self._weight.shape[2] - X.shape[1]), np.nan)])
         self._version += 1
-        leaf = self.leaves(X) if leaves is None else leaves
-        if len(X) == 1:
-            drifted = self._watch_one(int(leaf[0]), int(y[0])) if self.adaptive else []
-            self._counts[leaf[0], y[0]] += w[0]
+        leaf = np.ascontiguousarray(self.leaves(X)[rows] if leaves is None else leaves, dtype=np.int32)
+        if not self.adaptive:
+            drifted = []
+        elif len(rows) == 1:
+            drifted = self._watch_one(int(leaf[0]), int(y[0]))
         else:
-            drifted = self._watch(leaf, y) if self.adaptive else []
-            np.add.at(self._counts, (leaf, y), w)
-        self._update_estimators(X, leaf, y, w)
-        total = self._counts.sum(axis=1)
-        touched = np.unique(leaf)
-        due = touched[total[touched] - self._last_attempt[touched] >= self.grace_period]
-        self._last_attempt[due] = total[due]
-        split = self._attempt_splits(due.tolist())
-        if self.regrow and len(X) > 1:  # one row at a time, a split already hands on the rest of the stream
-            self._regrow(split, X, leaf, y, w)
+            drifted = self._watch(leaf, y)
+        due = np.empty(len(rows), dtype=np.intp)
+        n_due = _count_rows(
+            X, rows, leaf, y, w, self._counts, self._weight, self._mean, self._m2, self._low, self._high,
+            self._last_attempt, float(self.grace_period), due,
+        )  # fmt: skip
+        split = self._attempt_splits(due[:n_due])
+        if (
+            self.regrow and len(rows) > 1
+        ):  # one row at a time, a split already hands on the rest of the stream
+            self._regrow(split, X, rows, leaf, y, w)
         for node in drifted:
             self._prune(node)
 
     def _regrow(
-        self, split: list[int], X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray
+        self,
+        split: list[int],
+        X: np.ndarray,
+        rows: np.ndarray,
+        leaf: np.ndarray,
+        y: np.ndarray,
+        w: np.ndarray,
     ) -> None:
         """Let the batch keep growing the nodes it split: the batch's rows of a node that split go down to
         its children's estimators, and a child that got ``grace_period`` weight from them may split in turn.
@@ -258,45 +266,37 @@ class NumpyHoeffdingTree(base.Classifier):
         One event at a time, a leaf that splits hands the rest of the stream to its children at once; a
         batch splits a leaf only after all of its rows are counted, so without this step a tree could grow
         at most one level per batch. The Hoeffding bound of such a split counts only the batch's rows.
+        ``rows``: the rows of ``X`` that ``leaf``, ``y`` and ``w`` describe.
         """
         while split:
             ready, seen = [], []
             for node in split:
-                rows = np.flatnonzero(leaf == node)
-                if not len(rows):
+                at = np.flatnonzero(leaf == node)
+                if not len(at):
                     continue
-                child = self.leaves(X[rows], start=node)
-                leaf[rows] = child
-                self._update_estimators(X[rows], child, y[rows], w[rows])
+                Xn = X[rows[at]]
+                child = self.leaves(Xn, start=node)
+                leaf[at] = child
+                self._update_estimators(Xn, child, y[at], w[at])
                 for c in np.unique(child).tolist():
                     weight = float(self._weight[c].sum(axis=0).max()) if self._weight.shape[2] else 0.0
                     if weight >= self.grace_period:
                         ready.append(c)
                         seen.append(weight)
-            split = self._attempt_splits(ready, seen)
+            split = self._attempt_splits(np.asarray(ready, dtype=np.intp), seen)
 
     # -- drift watch ---------------------------------------------------------------------------------
     def _watch(self, leaf: np.ndarray, y: np.ndarray) -> list[int]:
         """Update every node's error watch with the batch (predictions before learning it); return the
         topmost nodes whose class-conditional error rate rose."""
-        n_classes, used = self._counts.shape[1], self._n_nodes
-        counts = self._counts[leaf]
-        known = counts.sum(axis=1) > 0
-        if not known.any():
+        used = self._n_nodes
+        flagged = np.zeros(used, dtype=np.bool_)
+        _watch_nodes(
+            leaf, y, self._counts, self._depth, self._parent, self._alive, self._feature, used,
+            self._watch_mass, self._watch_errors, FAST, SLOW, MARGIN, Z, MIN_MASS, flagged,
+        )  # fmt: skip
+        if not flagged.any():
             return []
-        wrong = (counts.argmax(axis=1) != y) & known
-        group = leaf * n_classes + y
-        size = len(self._feature) * n_classes
-        rows = np.bincount(group[known], minlength=size).reshape(-1, n_classes)[:used].astype(float)
-        errors = np.bincount(group, weights=wrong, minlength=size).reshape(-1, n_classes)[:used]
-        depth = self._depth[:used]
-        live = self._alive[:used]
-        _add_subtrees(rows, errors, depth, self._parent[:used], live)
-        rose = np.zeros(used, dtype=bool)
-        mass, err = self._watch_mass[:, :used], self._watch_errors[:, :used]  # views: updated in place
-        watch_errors(mass, err, rows, errors, FAST, SLOW, MARGIN, Z, MIN_MASS, rose)
-        flagged = rose & live
-        flagged &= self._feature[:used] != _LEAF  # a leaf's own counts keep following the data
         nodes = set(np.flatnonzero(flagged).tolist())
         return [n for n in nodes if not self._ancestors(n) & nodes]
 
@@ -356,8 +356,9 @@ class NumpyHoeffdingTree(base.Classifier):
     def _update_estimators(self, X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         """Add the rows to their leaves' per-(class, feature) weight, mean, M2, min and max, in order."""
         _add_to_estimators(
-            np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(leaf, dtype=np.int32),
-            np.ascontiguousarray(y, dtype=np.intp), np.ascontiguousarray(w, dtype=np.float64),
+            np.ascontiguousarray(X, dtype=np.float64), np.arange(len(X)),
+            np.ascontiguousarray(leaf, dtype=np.int32), np.ascontiguousarray(y, dtype=np.intp),
+            np.ascontiguousarray(w, dtype=np.float64),
             self._weight, self._mean, self._m2, self._low, self._high,
         )  # fmt: skip
 
@@ -365,51 +366,37 @@ class NumpyHoeffdingTree(base.Classifier):
     def _merit_range(self, n_classes: int) -> float:
         return 1.0 if self.split_criterion == "gini" else math.log2(max(n_classes, 2))
 
-    def _attempt_splits(self, nodes: list[int], evidence: list[float] | None = None) -> list[int]:
+    def _attempt_splits(self, nodes: np.ndarray, evidence: list[float] | None = None) -> list[int]:
         """Split each of ``nodes`` the Hoeffding bound (over its ``evidence`` weight, default the node's
-        total) allows, in order; the nodes that split.
+        total) allows, in order, within the node budget; the nodes that split.
 
-        The candidate split points of all the nodes are evaluated in one array pass (nodes x classes x
-        features x points); the splits are then made one by one, each within the node budget.
+        The candidate split points of all the nodes are evaluated in one compiled pass (`_choose_splits`);
+        the splits are then made one by one.
         """
-        if not nodes or not self._weight.shape[2]:
+        if not len(nodes) or not self._weight.shape[2]:
             return []
-        at = np.asarray(nodes, dtype=np.intp)
-        counts = self._counts[at]  # (nodes, classes)
-        total = counts.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ok = (np.count_nonzero(counts, axis=1) >= 2) & ~(
-                counts.max(axis=1) / total > self.max_share_to_split
-            )
-        ok &= self._depth[at] < self.max_depth
-        if not ok.any():
-            return []
-        at, total = at[ok], total[ok]
-        n = total if evidence is None else np.asarray(evidence, dtype=np.float64)[ok]
-        weight = self._weight[at]  # (nodes, classes, features)
-        n_nodes, n_classes, n_features = weight.shape
-        point = np.empty((n_nodes, n_features))
-        merit = np.empty((n_nodes, n_features))
-        left = np.zeros((n_nodes, n_features, n_classes))
-        _best_splits(
-            weight, self._mean[at], self._m2[at], self._low[at], self._high[at], self.n_splits,
-            self.split_criterion == "gini", self.min_branch_fraction, point, merit, left,
-        )  # fmt: skip
-        ranked = np.argsort(merit, axis=1)
+        nodes = np.ascontiguousarray(nodes, dtype=np.intp)
+        n_classes = self._weight.shape[1]
+        feature = np.empty(len(nodes), dtype=np.intp)
+        point = np.empty(len(nodes))
+        left = np.zeros((len(nodes), n_classes))
+        evidence_at = (
+            np.full(len(nodes), np.nan) if evidence is None else np.asarray(evidence, dtype=np.float64)
+        )
         spread = self._merit_range(n_classes) ** 2 * math.log(1.0 / self.delta)
+        _choose_splits(
+            nodes, evidence_at, self._counts, self._depth, self._weight, self._mean, self._m2, self._low,
+            self._high, self.n_splits, self.split_criterion == "gini", self.min_branch_fraction,
+            self.max_share_to_split, self.max_depth, spread, self.tau, feature, point, left,
+        )  # fmt: skip
         split = []
-        for i, node in enumerate(at.tolist()):
+        for i in np.flatnonzero(feature >= 0).tolist():
             if not self._free and self._n_nodes + 2 > self.max_nodes:
                 break
-            best = int(ranked[i, -1])
-            if not np.isfinite(merit[i, best]):
-                continue
-            second = merit[i, ranked[i, -2]] if n_features > 1 else -np.inf
-            bound = math.sqrt(spread / (2.0 * float(n[i])))
-            if merit[i, best] - second > bound or bound < self.tau:
-                dist = left[i, best]
-                self._split(node, best, float(point[i, best]), dist, weight[i, :, best] - dist)
-                split.append(node)
+            node, f = int(nodes[i]), int(feature[i])
+            dist = left[i]
+            self._split(node, f, float(point[i]), dist, self._weight[node, :, f] - dist)
+            split.append(node)
         return split
 
     def _split(self, node: int, feature: int, threshold: float, left: np.ndarray, right: np.ndarray) -> None:
@@ -486,6 +473,7 @@ def _route(
 @jit
 def _add_to_estimators(
     X: np.ndarray,
+    rows: np.ndarray,
     leaf: np.ndarray,
     y: np.ndarray,
     w: np.ndarray,
@@ -495,12 +483,12 @@ def _add_to_estimators(
     low: np.ndarray,
     high: np.ndarray,
 ) -> None:
-    """Welford's weighted update of each row's leaf and class, feature by feature (NaN skipped), in row
-    order: a batch leaves the same estimators as its rows one at a time."""
-    for i in range(X.shape[0]):
+    """Welford's weighted update of each row ``X[rows[i]]``'s leaf and class, feature by feature (NaN
+    skipped), in row order: a batch leaves the same estimators as its rows one at a time."""
+    for i in range(len(rows)):
         node, c, wi = leaf[i], y[i], w[i]
         for f in range(X.shape[1]):
-            x = X[i, f]
+            x = X[rows[i], f]
             if x != x:
                 continue
             n = weight[node, c, f] + wi
@@ -610,3 +598,153 @@ def _add_subtrees(
             if live[node] and depth[node] == level:
                 rows[parent[node]] += rows[node]
                 errors[parent[node]] += errors[node]
+
+
+@jit
+def _count_rows(
+    X: np.ndarray,
+    rows: np.ndarray,
+    leaf: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    counts: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    last_attempt: np.ndarray,
+    grace_period: float,
+    due: np.ndarray,
+) -> int:
+    """Add rows ``X[rows]`` (leaf, class index, weight) to their leaves' class counts and estimators, in
+    order; then write into ``due`` the leaves they reached that have seen ``grace_period`` more weight
+    since their last split attempt (ascending, their attempt recorded now). Returns how many are due."""
+    for i in range(len(rows)):
+        counts[leaf[i], y[i]] += w[i]
+    _add_to_estimators(X, rows, leaf, y, w, weight, mean, m2, low, high)
+    reached = np.zeros(counts.shape[0], dtype=np.bool_)
+    for i in range(len(rows)):
+        reached[leaf[i]] = True
+    n_due = 0
+    for node in range(counts.shape[0]):
+        if reached[node]:
+            total = 0.0
+            for c in range(counts.shape[1]):
+                total += counts[node, c]
+            if total - last_attempt[node] >= grace_period:
+                last_attempt[node] = total
+                due[n_due] = node
+                n_due += 1
+    return n_due
+
+
+@jit
+def _choose_splits(
+    nodes: np.ndarray,
+    evidence: np.ndarray,
+    counts: np.ndarray,
+    depth: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    n_splits: int,
+    gini: bool,
+    min_fraction: float,
+    max_share: float,
+    max_depth: int,
+    spread: float,
+    tau: float,
+    feature: np.ndarray,
+    point: np.ndarray,
+    left: np.ndarray,
+) -> None:
+    """For each candidate node: the feature to split on (-1: none), its point and the class weight the left
+    side gets. A node qualifies with two classes present, no class above ``max_share`` of its weight and
+    room below ``max_depth``; it splits on its best feature when the best merit beats the second best by
+    the Hoeffding bound over its ``evidence`` weight (NaN: its total), or the bound is below ``tau``. Among
+    features of equal merit the last one is best, as a stable sort of the merits ranks them."""
+    n_classes, n_features = weight.shape[1], weight.shape[2]
+    best_point = np.empty((1, n_features))
+    merit = np.empty((1, n_features))
+    best_left = np.zeros((1, n_features, n_classes))
+    for i in range(len(nodes)):
+        k = nodes[i]
+        feature[i] = -1
+        total, largest, present = 0.0, -np.inf, 0
+        for c in range(n_classes):
+            total += counts[k, c]
+            largest = max(largest, counts[k, c])
+            present += counts[k, c] != 0
+        if present < 2 or largest / total > max_share or depth[k] >= max_depth:
+            continue
+        n = total if evidence[i] != evidence[i] else evidence[i]
+        best_left[:] = 0.0
+        _best_splits(
+            weight[k : k + 1], mean[k : k + 1], m2[k : k + 1], low[k : k + 1], high[k : k + 1], n_splits,
+            gini, min_fraction, best_point, merit, best_left,
+        )  # fmt: skip
+        best = 0
+        for f in range(1, n_features):
+            if merit[0, f] >= merit[0, best]:
+                best = f
+        if not np.isfinite(merit[0, best]):
+            continue
+        second = -np.inf
+        for f in range(n_features):
+            if f != best:
+                second = max(second, merit[0, f])
+        bound = math.sqrt(spread / (2.0 * n))
+        if merit[0, best] - second > bound or bound < tau:
+            feature[i] = best
+            point[i] = best_point[0, best]
+            left[i, :] = best_left[0, best]
+
+
+@jit
+def _watch_nodes(
+    leaf: np.ndarray,
+    y: np.ndarray,
+    counts: np.ndarray,
+    depth: np.ndarray,
+    parent: np.ndarray,
+    alive: np.ndarray,
+    feature: np.ndarray,
+    used: int,
+    mass: np.ndarray,
+    errors: np.ndarray,
+    fast: float,
+    slow: float,
+    margin: float,
+    z: float,
+    min_mass: float,
+    flagged: np.ndarray,
+) -> None:
+    """``NumpyHoeffdingTree._watch``: each row's prediction before learning (its leaf's majority class,
+    where the leaf has seen something) counted at its leaf and every node above, by class; the nodes'
+    decayed error watch updated (`watch_errors`); ``flagged``: the live branch nodes whose error rate rose."""
+    n_classes = counts.shape[1]
+    rows = np.zeros((used, n_classes))
+    wrong = np.zeros((used, n_classes))
+    known = False
+    for i in range(len(leaf)):
+        node = leaf[i]
+        total, best = 0.0, 0
+        for c in range(n_classes):
+            total += counts[node, c]
+            if counts[node, c] > counts[node, best]:
+                best = c
+        if total > 0:
+            known = True
+            rows[node, y[i]] += 1.0
+            if best != y[i]:
+                wrong[node, y[i]] += 1.0
+    if not known:
+        return
+    _add_subtrees(rows, wrong, depth[:used], parent[:used], alive[:used])
+    rose = np.zeros(used, dtype=np.bool_)
+    watch_errors(mass[:, :used], errors[:, :used], rows, wrong, fast, slow, margin, z, min_mass, rose)
+    for node in range(used):
+        flagged[node] = rose[node] and alive[node] and feature[node] != _LEAF
