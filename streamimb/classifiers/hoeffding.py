@@ -208,6 +208,20 @@ class NumpyHoeffdingTree(base.Classifier):
         total = counts.sum(axis=1, keepdims=True)
         return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
 
+    def vote_array(
+        self, X: np.ndarray, votes: np.ndarray, voters: np.ndarray, vote: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One member's part of an ensemble vote, in one compiled pass: with ``vote``, each row's class
+        probabilities (normalised) are added to ``votes`` (rows x classes, at least this tree's classes)
+        and 1 to ``voters`` where its leaf has seen something. Returns the rows' leaves and their
+        majority class index (-1 where the leaf has seen nothing)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        leaves = np.empty(len(X), dtype=np.int32)
+        majority = np.empty(len(X), dtype=np.intp)
+        _vote(X, self._feature, self._threshold, self._left, self._nan_left, self._counts, vote, leaves,
+              majority, votes, voters)  # fmt: skip
+        return leaves, majority
+
     def learn_array(
         self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, leaves: np.ndarray | None = None
     ) -> None:
@@ -748,3 +762,42 @@ def _watch_nodes(
     watch_errors(mass[:, :used], errors[:, :used], rows, wrong, fast, slow, margin, z, min_mass, rose)
     for node in range(used):
         flagged[node] = rose[node] and alive[node] and feature[node] != _LEAF
+
+
+@jit
+def _vote(
+    X: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    left: np.ndarray,
+    nan_left: np.ndarray,
+    counts: np.ndarray,
+    vote: bool,
+    leaves: np.ndarray,
+    majority: np.ndarray,
+    votes: np.ndarray,
+    voters: np.ndarray,
+) -> None:
+    """``NumpyHoeffdingTree.vote_array``: route each row (as ``_route``), read its leaf's class counts."""
+    _route(X, 0, feature, threshold, left, nan_left, leaves)
+    n_classes = counts.shape[1]
+    for i in range(X.shape[0]):
+        node = leaves[i]
+        total, best = 0.0, 0
+        for c in range(n_classes):
+            total += counts[node, c]
+            if counts[node, c] > counts[node, best]:
+                best = c
+        if not total > 0:
+            majority[i] = -1
+            continue
+        majority[i] = best
+        if not vote:
+            continue
+        mass = 0.0
+        for c in range(n_classes):
+            mass += counts[node, c] / total
+        if mass > 0:
+            for c in range(n_classes):
+                votes[i, c] += counts[node, c] / total / mass
+            voters[i] += 1.0

@@ -240,16 +240,13 @@ class ImbalancedBagging(ImbalanceStrategy):
 
     def _drifted_members(self, scores: Any, y: np.ndarray) -> list[int]:
         drifted = []
-        for i, (model, leaves) in enumerate(zip(self._models, scores.leaves, strict=True)):
+        for i, majority in enumerate(scores.majority):
             self._ages[i] += len(y)
             if not self.replace_drifted:
                 continue
-            proba = model.predict_proba_array(scores.X, leaves)
-            known = proba.sum(axis=1) > 0
-            if proba.shape[1] and known.any():
-                wrong = proba[known].argmax(axis=1) != y[known]
-                if self._monitors[i].update(wrong, y[known]):
-                    drifted.append(i)
+            known = majority >= 0
+            if known.any() and self._monitors[i].update(majority[known] != y[known], y[known]):
+                drifted.append(i)
         return drifted
 
     def _replace_members(self, members: list[int]) -> None:

@@ -353,27 +353,23 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         """Mean of the members' normalised class probabilities (members that know nothing are left out)."""
         return self._score_rows(X)[0]
 
-    def _score_rows(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``_raw_array`` and the leaf each row reached in each member."""
-        k = len(self._labels)
-        votes, n = np.zeros((len(X), k)), np.zeros((len(X), 1))
-        reached = []
+    def _score_rows(self, X: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """``_raw_array``, the leaf each row reached in each member and each member's majority class
+        index there (-1 where the leaf has seen nothing)."""
+        votes, n = np.zeros((len(X), len(self._labels))), np.zeros((len(X), 1))
+        reached, majority = [], []
         for model, votes_now in zip(self.models, self._voters(), strict=True):
-            leaves = model.leaves(X)
+            leaves, predicted = model.vote_array(X, votes, n[:, 0], votes_now)
             reached.append(leaves)
-            if not votes_now:
-                continue
-            proba = model.predict_proba_array(X, leaves)
-            total = proba.sum(axis=1, keepdims=True)
-            votes[:, : proba.shape[1]] += np.divide(proba, total, out=np.zeros_like(proba), where=total > 0)
-            n += total > 0
-        return np.divide(votes, n, out=np.zeros_like(votes), where=n > 0), reached
+            majority.append(predicted)
+        return np.divide(votes, n, out=np.zeros_like(votes), where=n > 0), reached, majority
 
     def _score_batch(self, xs: list[dict]) -> _BatchScores:
-        """The members' view of a batch: its rows, raw probabilities and leaves, at the current versions."""
+        """The members' view of a batch: its rows, raw probabilities, leaves and majority classes, at the
+        current versions."""
         X = self._index.rows(xs)
-        raw, leaves = self._score_rows(X)
-        return _BatchScores(xs, X, raw, leaves, _versions(self.models))
+        raw, leaves, majority = self._score_rows(X)
+        return _BatchScores(xs, X, raw, leaves, majority, _versions(self.models))
 
     def predict_proba_batch(self, xs: list[dict]) -> list[dict[Hashable, float]]:
         """`predict_proba_one` for every event of a batch, with one array pass per member."""
@@ -518,6 +514,7 @@ class _BatchScores:
         X: np.ndarray,
         raw: np.ndarray,
         leaves: list[np.ndarray],
+        majority: list[np.ndarray],
         versions: list[tuple[int, int]],
     ) -> None:
         self.xs = xs  # held, so that the ids in `position` stay theirs
@@ -525,6 +522,7 @@ class _BatchScores:
         self.X = X
         self.raw = raw
         self.leaves = leaves
+        self.majority = majority
         self.versions = versions
 
     def take(self, rows: np.ndarray) -> _BatchScores:
@@ -532,8 +530,9 @@ class _BatchScores:
         if len(rows) == len(self.X) and np.array_equal(rows, np.arange(len(rows))):
             return self
         leaves = [lv[rows] for lv in self.leaves]
+        majority = [m[rows] for m in self.majority]
         return _BatchScores(
-            [self.xs[i] for i in rows.tolist()], self.X[rows], self.raw[rows], leaves, self.versions
+            [self.xs[i] for i in rows.tolist()], self.X[rows], self.raw[rows], leaves, majority, self.versions
         )
 
     def valid_for(self, models: list[Any], n_features: int) -> bool:
