@@ -1,4 +1,5 @@
 import random
+from collections import deque
 
 import pytest
 
@@ -28,8 +29,56 @@ def test_warmup_and_window_bound():
     assert not any(cal.update(float(i))[1] for i in range(50))
     for i in range(1000):
         cal.update(float(i))
-    assert len(cal._sorted) == 100
+    assert len(cal) == 100
     assert cal.threshold() >= 900
+
+
+@pytest.mark.parametrize("kind", ["quantile", "budget"])
+def test_p_values_and_alerts_match_a_plain_recount_of_the_window(kind):
+    """Ties, a full window that slides, batches of any size and single updates, against a recount."""
+    rng = random.Random(3)
+    scores = [rng.choice([rng.expovariate(1.0), float(rng.randint(0, 3))]) for _ in range(1500)]
+    cal = ScoreCalibrator(kind=kind, quantile=0.95, alerts=3, per_events=50, window=200, warmup=30)
+    got, k = [], 0
+    while k < len(scores):
+        size = rng.choice([1, 7, 150])
+        chunk = scores[k : k + size]
+        got += [cal.update(chunk[0])] if size == 1 else list(zip(*cal.update_many(chunk), strict=True))
+        k += len(chunk)
+    expected, recent_alerts = [], deque()
+    for n, score in enumerate(scores):
+        window = scores[max(0, n - 200) : n]
+        p = (sum(s >= score for s in window) + 1) / (len(window) + 1)
+        alert = n >= 30 and p < cal.alpha
+        if alert and kind == "budget":
+            while recent_alerts and recent_alerts[0] <= n - 50:
+                recent_alerts.popleft()
+            alert = len(recent_alerts) < 3
+            if alert:
+                recent_alerts.append(n)
+        expected.append((p, alert))
+    assert got == expected and sum(a for _, a in got) > 10
+    assert cal.threshold() == sorted(scores[-200:])[int(200 * 0.95)]
+
+
+def test_a_calibrator_checkpointed_as_lists_restores_its_window():
+    """Checkpoints written before the window became arrays hold lists and deques: they still restore."""
+    rng = random.Random(4)
+    scores = [rng.random() for _ in range(300)]
+    fresh = ScoreCalibrator(kind="budget", alerts=2, per_events=100, window=100, warmup=10)
+    fresh.update_many(scores)
+    alerted = [i for i, (_, a) in enumerate(zip(*ScoreCalibrator(kind="budget", alerts=2, per_events=100,
+               window=100, warmup=10).update_many(scores), strict=True)) if a]  # fmt: skip
+    old_state = {
+        "kind": "budget", "quantile": 0.995, "alerts": 2, "per_events": 100, "window": 100, "warmup": 10,
+        "_sorted": sorted(scores[-100:]), "_fifo": deque(scores[-100:]),
+        "_alert_times": deque(i for i in alerted if i > 300 - 100), "_n": 300,
+    }  # fmt: skip
+    restored = ScoreCalibrator.__new__(ScoreCalibrator)
+    restored.__setstate__(old_state)
+    more = [rng.random() * 1.2 for _ in range(300)]
+    assert restored.update_many(more) == fresh.update_many(more)
+    assert restored.threshold() == fresh.threshold() and len(restored) == len(fresh) == 100
 
 
 def test_invalid_kind():

@@ -16,8 +16,12 @@ True
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streamimb.jit import jit
 
 
 class ScoreCalibrator:
@@ -26,6 +30,9 @@ class ScoreCalibrator:
     kind="quantile": alert when the score is above the window's ``quantile`` (p-value < 1 - quantile).
     kind="budget": alert when the p-value is below ``alerts / per_events`` and fewer than ``alerts`` alerts
     were raised in the last ``per_events`` events: a hard cap that holds even when scores shift wholesale.
+
+    The window is kept sorted in an array (and in arrival order in a ring), and a batch of scores is ranked
+    and added in one compiled loop (`_rank_and_add`).
     """
 
     def __init__(
@@ -39,16 +46,43 @@ class ScoreCalibrator:
     ) -> None:
         if kind not in ("quantile", "budget"):
             raise ValueError(f"unknown calibration kind {kind!r}: use 'quantile' or 'budget'")
+        if window < 1 or alerts < 1:
+            raise ValueError("window and alerts must be >= 1")
         self.kind = kind
         self.quantile = quantile
         self.alerts = alerts
         self.per_events = per_events
         self.window = window
         self.warmup = warmup
-        self._sorted: list[float] = []
-        self._fifo: deque[float] = deque()
-        self._alert_times: deque[int] = deque()
-        self._n = 0
+        self._sorted = np.empty(window)  # the window's scores, ascending, in [:_state[0]]
+        self._ring = np.empty(window)  # the same scores in arrival order, oldest at _state[1]
+        self._alert_ring = np.empty(alerts, dtype=np.int64)  # event numbers of the alerts in the budget
+        # size, ring start, events seen, alert ring start, alerts in the ring
+        self._state = np.zeros(5, dtype=np.int64)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_fifo" in state:  # a checkpoint of the list-based calibrator: the same window, as arrays
+            fifo, times = list(state.pop("_fifo")), list(state.pop("_alert_times"))
+            n = state.pop("_n")
+            del state["_sorted"]
+            self.__dict__.update(state)
+            self._sorted, self._ring = np.empty(self.window), np.empty(self.window)
+            self._sorted[: len(fifo)] = sorted(fifo)
+            self._ring[: len(fifo)] = fifo
+            self._alert_ring = np.empty(self.alerts, dtype=np.int64)
+            self._alert_ring[: len(times)] = times
+            self._state = np.array([len(fifo), 0, n, 0, len(times)], dtype=np.int64)
+            return
+        self.__dict__.update(state)
+
+    def __len__(self) -> int:
+        """Scores in the window."""
+        return int(self._state[0])
+
+    @property
+    def _n(self) -> int:
+        """Scores seen so far."""
+        return int(self._state[2])
 
     @property
     def alpha(self) -> float:
@@ -57,32 +91,24 @@ class ScoreCalibrator:
 
     def p_value(self, score: float) -> float:
         """Share of the window at or above ``score`` (with the +1 correction, so never 0)."""
-        n = len(self._sorted)
-        at_or_above = n - bisect.bisect_left(self._sorted, score)
+        n = int(self._state[0])
+        at_or_above = n - int(np.searchsorted(self._sorted[:n], score, side="left"))
         return (at_or_above + 1) / (n + 1)
 
     def threshold(self) -> float:
         """The score above which an event is alerted now (inf while warming up)."""
-        n = len(self._sorted)
+        n = int(self._state[0])
         if n == 0 or self._n < self.warmup:
             return float("inf")
         k = min(n - 1, max(0, int(n * (1.0 - self.alpha))))
-        return self._sorted[k]
+        return float(self._sorted[k])
 
     def update(self, score: float) -> tuple[float, bool]:
         """Rank the score against the window, decide, then add it. Returns (p_value, alert)."""
-        p = self.p_value(score)
-        alert = self._n >= self.warmup and p < self.alpha
-        if alert and self.kind == "budget":
-            while self._alert_times and self._alert_times[0] <= self._n - self.per_events:
-                self._alert_times.popleft()
-            alert = len(self._alert_times) < self.alerts
-            if alert:
-                self._alert_times.append(self._n)
-        self._add(score)
-        return p, alert
+        p, alerts = self.update_many([score])
+        return p[0], alerts[0]
 
-    def update_many(self, scores: list[float]) -> tuple[list[float], list[bool]]:
+    def update_many(self, scores: Sequence[float]) -> tuple[list[float], list[bool]]:
         """``update`` on each score in order: the p-values and the alert decisions.
 
         >>> cal = ScoreCalibrator(quantile=0.9, window=100, warmup=10)
@@ -90,36 +116,66 @@ class ScoreCalibrator:
         >>> sum(alerts), round(p[-1], 3)
         (1, 0.02)
         """
-        window, alpha, warmup = self.window, self.alpha, self.warmup
-        budget, per_events, alert_times = self.kind == "budget", self.per_events, self._alert_times
-        ordered, fifo = self._sorted, self._fifo
-        bisect_left, insort = bisect.bisect_left, bisect.insort
-        p_values, alerts = [], []
-        n = self._n
-        for score in scores:
-            size = len(ordered)
-            p = (size - bisect_left(ordered, score) + 1) / (size + 1)
-            p_values.append(p)
-            alert = n >= warmup and p < alpha
-            if alert and budget:  # as in `update`
-                while alert_times and alert_times[0] <= n - per_events:
-                    alert_times.popleft()
-                alert = len(alert_times) < self.alerts
-                if alert:
-                    alert_times.append(n)
-            alerts.append(alert)
-            n += 1
-            insort(ordered, score)
-            fifo.append(score)
-            if len(fifo) > window:
-                del ordered[bisect_left(ordered, fifo.popleft())]
-        self._n = n
-        return p_values, alerts
+        values = np.asarray(scores, dtype=np.float64)
+        p_values = np.empty(len(values))
+        alerts = np.empty(len(values), dtype=np.bool_)
+        _rank_and_add(
+            values, self._sorted, self._ring, self._alert_ring, self._state, self.warmup, self.alpha,
+            self.kind == "budget", self.per_events, p_values, alerts,
+        )  # fmt: skip
+        return p_values.tolist(), alerts.tolist()
 
-    def _add(self, score: float) -> None:
-        self._n += 1
-        bisect.insort(self._sorted, score)
-        self._fifo.append(score)
-        if len(self._fifo) > self.window:
-            old = self._fifo.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+@jit
+def _rank_and_add(
+    scores: np.ndarray,
+    ordered: np.ndarray,
+    ring: np.ndarray,
+    alert_ring: np.ndarray,
+    state: np.ndarray,
+    warmup: int,
+    alpha: float,
+    budget: bool,
+    per_events: int,
+    p_values: np.ndarray,
+    alerts: np.ndarray,
+) -> None:
+    """`ScoreCalibrator.update` over ``scores``: each ranked against the window before it joins (p-value
+    and alert), then added; once the window is full the oldest score leaves as the new one joins, in one
+    shift of the sorted array between their two places."""
+    size, start, n, a_start, a_len = state[0], state[1], state[2], state[3], state[4]
+    window, max_alerts = len(ordered), len(alert_ring)
+    for k in range(len(scores)):
+        score = scores[k]
+        p = (size - np.searchsorted(ordered[:size], score, side="left") + 1) / (size + 1)
+        p_values[k] = p
+        alert = n >= warmup and p < alpha
+        if alert and budget:  # the alerts of the last per_events events
+            while a_len and alert_ring[a_start] <= n - per_events:
+                a_start, a_len = (a_start + 1) % max_alerts, a_len - 1
+            alert = a_len < max_alerts
+            if alert:
+                alert_ring[(a_start + a_len) % max_alerts] = n
+                a_len += 1
+        alerts[k] = alert
+        n += 1
+        i = np.searchsorted(ordered[:size], score, side="right")
+        if size < window:  # insert
+            for m in range(size, i, -1):
+                ordered[m] = ordered[m - 1]
+            ordered[i] = score
+            ring[(start + size) % window] = score
+            size += 1
+            continue
+        j = np.searchsorted(ordered[:size], ring[start], side="left")  # the oldest score leaves
+        if i <= j:
+            for m in range(j, i, -1):
+                ordered[m] = ordered[m - 1]
+            ordered[i] = score
+        else:
+            for m in range(j, i - 1):
+                ordered[m] = ordered[m + 1]
+            ordered[i - 1] = score
+        ring[start] = score
+        start = (start + 1) % window
+    state[0], state[1], state[2], state[3], state[4] = size, start, n, a_start, a_len
