@@ -16,11 +16,11 @@ One run measures, on the same card-transaction stream (JSON events with their la
 The replayed pipelines take turns over the same stream, 1,000 events each (a change of the machine's speed
 during a round falls on all of them alike), in fresh rounds; the median round is reported and a ratio is the
 median of the rounds' own ratios. The end-to-end consumers run one after the other, round by round. Every
-pipeline (plain river and the floor included) runs after the start-up heap is frozen
-(``streamimb.runtime.freeze_startup_heap``, as ``streamimb run`` and ``replay`` do) and a short warm-up
-replay (numba loads or compiles its kernels once a process). Throughput is events per CPU-second of this
-process for replay (robust to other jobs on the machine) and events per wall-clock second end to end (the
-broker and client threads count).
+pipeline (plain river and the floor included) runs with the garbage collector set as ``streamimb run`` and
+``replay`` set it (``streamimb.runtime.prepare_gc_for_streaming``: start-up heap frozen, young objects
+collected every 20,000 allocations) and after a short warm-up replay (numba loads or compiles its kernels
+once a process). Throughput is events per CPU-second of this process for replay (robust to other jobs on the
+machine) and events per wall-clock second end to end (the broker and client threads count).
 
     .venv/bin/python benchmarks/throughput.py          # full run (< 10 minutes): results/throughput.md
     .venv/bin/python benchmarks/throughput.py --quick  # < 1 minute, prints only
@@ -54,7 +54,7 @@ from streamimb.decoding import EventDecoder
 from streamimb.demo import DEMO_CONFIG
 from streamimb.pipeline import InputRecord, Pipeline
 from streamimb.processor import Processor
-from streamimb.runtime import freeze_startup_heap
+from streamimb.runtime import prepare_gc_for_streaming
 from streamimb.simulate.cards import CardStream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -510,7 +510,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     replay_records = records[: args.events]
     out["record_bytes"] = float(np.mean([len(r) for r in replay_records]))
     # As `streamimb run` and `replay` do before their loops; every pipeline measured below runs after it.
-    freeze_startup_heap()
+    prepare_gc_for_streaming()
     replay_round(replay_records[:2000], {"batch": lambda n: streamimb_replay(True, n)})  # warm-up: compiled
     print(f"{len(replay_records)} events, {out['record_bytes']:.0f} bytes each on average", flush=True)
     kinds: dict[str, Callable[[int], Replay]] = {
@@ -598,8 +598,9 @@ def report(out: dict[str, Any]) -> str:
         "(numpy/river half-space trees 25x8 + `oob` over 10 numpy Hoeffding trees (river's Hoeffding "
         "trees in per-event mode) + `max_f1` threshold + drift monitors on score and error + prequential "
         "metrics). Every event is labelled, so the classifier learns every event. Medians of "
-        f"{args['repeats']} interleaved rounds. All pipelines run with the start-up heap frozen "
-        "(`streamimb.runtime.freeze_startup_heap`, as `streamimb run` and `replay` do).",
+        f"{args['repeats']} interleaved rounds. All pipelines run with the garbage collector set as "
+        "`streamimb run` and `replay` set it (`streamimb.runtime.prepare_gc_for_streaming`: start-up heap "
+        "frozen, young objects collected every 20,000 allocations).",
         "",
         "## Replay (decode + process, batches of 500, one thread)",
         "",

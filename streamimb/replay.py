@@ -19,7 +19,7 @@ from streamimb.events import DeadLetter
 from streamimb.io.files import FileRecord, JsonlSink, read_records
 from streamimb.pipeline import BatchResult, InputRecord, Pipeline
 from streamimb.processor import Processor
-from streamimb.runtime import freeze_startup_heap
+from streamimb.runtime import prepare_gc_for_streaming
 
 BATCH_SIZE = 500
 SAMPLE_ROWS = 5000
@@ -109,7 +109,7 @@ def replay(
     source_name = Path(path).name if path is not None else "memory"
     summary = ReplaySummary()
     bar = _progress_bar(progress, path)
-    freeze_startup_heap()
+    prepare_gc_for_streaming()
     started = time.perf_counter()
     try:
         for batch in _batches(records_factory(), BATCH_SIZE):

@@ -44,7 +44,7 @@ from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord, top
 from streamimb.labels import OUTCOMES, LabelJoiner
 from streamimb.pipeline import BatchResult, InputRecord, Pipeline
 from streamimb.processor import Processor
-from streamimb.runtime import freeze_startup_heap
+from streamimb.runtime import prepare_gc_for_streaming
 from streamimb.service.state import (
     CheckpointFenced,
     CheckpointRefused,
@@ -410,7 +410,7 @@ class ServiceRunner:
             self.store.directory if self.store is not None else "off (state is lost on restart)",
         )
         completed = False
-        freeze_startup_heap()
+        prepare_gc_for_streaming()
         try:
             while not self._stop.is_set():
                 records = source.poll()
