@@ -243,17 +243,8 @@ class Processor:
 
         ``anomaly_alert``: the calibrator's decision when the caller has updated it already.
         """
-        if anomaly_alert is None:
-            _, anomaly_alert = self.calibrator.update(verdict.anomaly_score)
-        verdict.anomaly_alert = anomaly_alert
-        self._apply_decision_mode(verdict)
-        if verdict.anomaly_alert or verdict.classifier_alert:
-            self.n_alerts += 1
+        self._settle(verdict, anomaly_alert)
         drifts: list[DriftEvent] = []
-        if len(verdict.scores) > 1:  # per-detector p-values only combine several detectors
-            calibrators = self.detector_calibrators
-            for name, score in verdict.scores.items():
-                calibrators[name].update(score)
         if self.score_monitor is not None:
             self._record(
                 self.score_monitor.update(verdict.anomaly_score, verdict.index, verdict.time), drifts
@@ -264,6 +255,34 @@ class Processor:
                 self._record(monitor.update(value, verdict.index, verdict.time), drifts)
         self.n_events += 1
         return drifts
+
+    def _settle(self, verdict: Verdict, anomaly_alert: bool | None) -> None:
+        """The verdict's anomaly decision and decision mode; the per-detector calibrators learn its scores."""
+        if anomaly_alert is None:
+            _, anomaly_alert = self.calibrator.update(verdict.anomaly_score)
+        verdict.anomaly_alert = anomaly_alert
+        self._apply_decision_mode(verdict)
+        if verdict.anomaly_alert or verdict.classifier_alert:
+            self.n_alerts += 1
+        if len(verdict.scores) > 1:  # per-detector p-values only combine several detectors
+            calibrators = self.detector_calibrators
+            for name, score in verdict.scores.items():
+                calibrators[name].update(score)
+
+    def _watch_signals(self, verdicts: list[Verdict]) -> list[DriftEvent]:
+        """The score and feature monitors over a batch's verdicts (the part of ``_observe`` they do), with
+        the drifts kept in the order ``_observe`` event by event would keep them."""
+        found: list[tuple[int, int, DriftEvent]] = []
+        indices, times = [v.index for v in verdicts], [v.time for v in verdicts]
+        if self.score_monitor is not None:
+            scores = [v.anomaly_score for v in verdicts]
+            found += [(d.index, 0, d) for d in self.score_monitor.update_many(scores, indices, times)]
+        for k, (name, monitor) in enumerate(self.feature_monitors.items(), start=1):
+            present = [(v.x[name], v.index, v.time) for v in verdicts if v.x.get(name) is not None]
+            if present:
+                found += [(d.index, k, d) for d in monitor.update_many(*zip(*present, strict=True))]
+        found.sort(key=lambda f: f[:2])
+        return [self._keep(d) for _, _, d in found]
 
     def _apply_decision_mode(self, verdict: Verdict) -> None:
         mode = self.config.decision
@@ -451,7 +470,7 @@ class Processor:
         verdicts: list[Verdict] = []
         drifts: list[DriftEvent] = []
         labelled: list[int] = []
-        combine, calibrate, observe, count = self._combine, self.calibrator.update, self._observe, self._count
+        combine, calibrate, settle, count = self._combine, self.calibrator.update, self._settle, self._count
         for i, event in enumerate(events):
             raw = raws[i]
             if single:
@@ -466,13 +485,13 @@ class Processor:
                 event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
                 reason, raw, xs[i],
             )  # fmt: skip
-            raised = observe(verdict, anomaly_alert)
-            if raised:
-                drifts += raised
+            settle(verdict, anomaly_alert)
+            self.n_events += 1
             if event.label is not None:
                 labelled.append(i)
                 count(event.label)  # before the next verdict's decision mode, as in process_one
             verdicts.append(verdict)
+        drifts += self._watch_signals(verdicts)
         if labelled:
             drifts += self._learn_columns(
                 [verdicts[i] for i in labelled], [events[i].label for i in labelled]
@@ -491,11 +510,12 @@ class Processor:
             [v.alert for v in verdicts], probas, [v.anomaly_score for v in verdicts],
         )  # fmt: skip
         if self.error_monitor is not None:
-            update, record = self.error_monitor.update, self._record
-            for verdict, label in zip(verdicts, ys, strict=True):
-                if verdict.predicted is not None:
-                    error = 0.0 if verdict.predicted == label else 1.0
-                    record(update(error, verdict.index, verdict.time), drifts)
+            scored = [(v, y) for v, y in zip(verdicts, ys, strict=True) if v.predicted is not None]
+            errors = [0.0 if v.predicted == y else 1.0 for v, y in scored]
+            found = self.error_monitor.update_many(
+                errors, [v.index for v, _ in scored], [v.time for v, _ in scored]
+            )
+            drifts += [self._keep(d) for d in found]
         for i, changed in self.priors.update_many(ys, [v.time for v in verdicts]):
             v = verdicts[i]
             drifts += [

@@ -235,3 +235,27 @@ def test_calibrator_and_evaluator_batch_forms_equal_their_loops():
     for k in range(0, 200, 70):
         many.update_many(*[list(column) for column in zip(*rows[k : k + 70], strict=True)])
     assert many.__dict__ == one.__dict__ and many.history_truncated
+
+
+def test_the_batch_path_raises_the_anomaly_side_drifts_of_the_per_event_path_in_its_order():
+    """Score and feature monitors run over a batch at once in batch mode: same drifts, same order."""
+    records = []
+    for i, raw in enumerate(card_records(4000)):
+        doc = json.loads(raw)
+        if i >= 2000:  # a sudden change of the amounts and of the scores with them
+            doc["amount"] = doc["amount"] * 20 + 500.0
+            doc["hour"] = (doc["hour"] + 12) % 24
+        records.append(json.dumps(doc).encode())
+    model = {"drift": {"features": ["amount", "hour"], "min_gap": 100}}
+    exact, exact_results = run_pipeline(records, ModelConfig(**model, **PER_EVENT_CLASSIFIER))
+    columns, column_results = run_pipeline(records, ModelConfig(**model))
+
+    def anomaly_side(drifts):
+        return [
+            (d.index, d.signal, d.time) for d in drifts if not d.signal.startswith(("error", "prevalence"))
+        ]
+
+    expected = anomaly_side(flatten(exact_results, "drifts"))
+    assert {s for _, s, _ in expected} >= {"feature:amount", "feature:hour"}
+    assert anomaly_side(flatten(column_results, "drifts")) == expected
+    assert anomaly_side(columns.drifts) == anomaly_side(exact.drifts) == expected

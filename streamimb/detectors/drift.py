@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from river import drift
@@ -52,15 +53,35 @@ class DriftMonitor:
         self.n_drifts = 0
 
     def update(self, value: float, index: int, time: float | None = None) -> DriftEvent | None:
-        if self.block > 1:
-            self._sum += value
-            self._count += 1
-            if self._count < self.block:
-                return None
-            value, self._sum, self._count = self._sum / self._count, 0.0, 0
-        self._detector.update(value)
-        if self._detector.drift_detected and index - self._last >= self.min_gap:
-            self._last = index
-            self.n_drifts += 1
-            return DriftEvent(index=index, signal=self.signal, detector=self.detector, time=time)
-        return None
+        """Feed one value (of the event at ``index``); the drift it reveals, if any."""
+        drifts = self.update_many((value,), (index,), (time,))
+        return drifts[0] if drifts else None
+
+    def update_many(
+        self, values: Sequence[float], indices: Sequence[int], times: Sequence[float | None]
+    ) -> list[DriftEvent]:
+        """``update`` over values in order; the drifts they reveal.
+
+        >>> one, many = DriftMonitor("score", block=10), DriftMonitor("score", block=10)
+        >>> values = [0.1] * 3000 + [0.9] * 3000
+        >>> each = [d for i, v in enumerate(values) if (d := one.update(v, i))]
+        >>> many.update_many(values, range(6000), [None] * 6000) == each, len(each) > 0
+        (True, True)
+        """
+        drifts = []
+        detector, block, min_gap = self._detector, self.block, self.min_gap
+        total, count = self._sum, self._count
+        for value, index, time in zip(values, indices, times, strict=True):
+            if block > 1:
+                total += value
+                count += 1
+                if count < block:
+                    continue
+                value, total, count = total / count, 0.0, 0
+            detector.update(value)
+            if detector.drift_detected and index - self._last >= min_gap:
+                self._last = index
+                self.n_drifts += 1
+                drifts.append(DriftEvent(index=index, signal=self.signal, detector=self.detector, time=time))
+        self._sum, self._count = total, count
+        return drifts
