@@ -26,14 +26,22 @@ class FeatureExtractor:
     def __init__(self, max_categories: int = 64) -> None:
         self.max_categories = max_categories
         self._seen: dict[str, set[str]] = {}
+        self._keys: dict[tuple[str, str], str] = {}  # (name, value) -> "name=value", admitted values only
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_keys" not in state:  # a checkpoint from before the key cache
+            self._keys = {(name, v): f"{name}={v}" for name, values in self._seen.items() for v in values}
 
     def transform_one(self, features: Mapping[str, FeatureValue]) -> dict[str, float]:
         x: dict[str, float] = {}
+        keys = self._keys
         for name, value in features.items():
             if value is None:
                 continue
             if isinstance(value, str):
-                x[self._category_key(name, value)] = 1.0
+                key = keys.get((name, value))
+                x[self._category_key(name, value) if key is None else key] = 1.0
             else:
                 x[name] = value
         return x
@@ -46,4 +54,5 @@ class FeatureExtractor:
             if len(seen) >= self.max_categories:
                 return f"{name}=__other__"
             seen.add(value)
-        return f"{name}={value}"
+        key = self._keys[(name, value)] = f"{name}={value}"
+        return key

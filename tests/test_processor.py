@@ -119,3 +119,15 @@ def test_budget_policy_waits_for_the_inferred_positive_class():
         p.process_one(event)
     assert p.positive == "1"
     assert type(p.threshold).__name__ == "AlertBudget"
+
+
+def test_feature_extractor_caps_categories_and_restores_from_an_older_state():
+    from streamimb.features import FeatureExtractor
+
+    fx = FeatureExtractor(max_categories=2)
+    rows = [{"c": v, "n": 1.0} for v in ["a", "b", "c", "a", "d", "b"]]
+    keys = [next(k for k in fx.transform_one(r) if k != "n") for r in rows]
+    assert keys == ["c=a", "c=b", "c=__other__", "c=a", "c=__other__", "c=b"]
+    older = FeatureExtractor.__new__(FeatureExtractor)
+    older.__setstate__({"max_categories": 2, "_seen": {"c": {"a", "b"}}})  # pickled before the key cache
+    assert [older.transform_one(r) for r in rows] == [fx.transform_one(r) for r in rows]

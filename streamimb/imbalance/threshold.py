@@ -447,14 +447,19 @@ class LearnedThreshold(ThresholdPolicy):
         alerts = (scores >= threshold).tolist()
         out: list[Decision] = []
         describe = None
+        other = None  # the other class of a two-class batch (the same for every row that has both)
         for proba, s, alert in zip(probas, scores.tolist(), alerts, strict=True):
             if not proba:
                 out.append((None, False, "no prediction yet"))
             elif alert:
                 describe = describe or self._describe()
                 out.append((positive, True, f"score {s:.3g} >= {threshold:.3g} ({describe})"))
+            elif len(proba) == 2 and other in proba and positive in proba:
+                out.append((other, False, ""))
             else:
                 out.append((self._other(proba), False, ""))
+                if len(proba) == 2 and positive in proba:
+                    other = out[-1][0]
         return out
 
     def update_many(self, ys: Sequence[Hashable], probas: Sequence[dict[Hashable, float]]) -> None:
