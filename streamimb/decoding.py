@@ -117,12 +117,16 @@ class EventDecoder:
 
     With ``schema.numeric`` unset every column that is not the id, time, label, key, a categorical or dropped
     is read as numeric; ``infer_schema`` fills these lists from a sample of records instead.
-    ``require_label`` makes a record without a label a dead letter (replay of a labelled file).
+    ``require_label`` makes a record without a label a dead letter (replay of a labelled file); with
+    ``max_abs`` a number of larger magnitude is one too (``bad_number``).
     """
 
-    def __init__(self, schema: EventSchema, require_label: bool = False) -> None:
+    def __init__(
+        self, schema: EventSchema, require_label: bool = False, max_abs: float | None = None
+    ) -> None:
         self.schema = schema
         self.require_label = require_label
+        self.max_abs = max_abs
         reserved = {schema.id, schema.time, schema.label, schema.key, *schema.drop} - {None}
         self._reserved = reserved
         self._numeric = [c for c in schema.numeric or () if c not in reserved]
@@ -142,7 +146,10 @@ class EventDecoder:
         self._role_at = {role: columns.index(c) if c is not None else None for role, c in roles.items()}
         self._label_cache: dict[Any, str | None] = {}
         numeric = set(self._numeric)
-        types = [_Number if c in numeric else _Category for c in features] + [_Scalar] * len(extra)
+        number = _Number
+        if self.max_abs is not None:  # a number out of range takes the general path, which names it
+            number = Annotated[float, msgspec.Meta(ge=-self.max_abs, le=self.max_abs)] | None
+        types = [number if c in numeric else _Category for c in features] + [_Scalar] * len(extra)
         fields = [(f"f{i}", t, None) for i, t in enumerate(types)]
         rename = {f"f{i}": name for i, name in enumerate(columns)}
         return msgspec.json.Decoder(msgspec.defstruct("Columns", fields, rename=rename))
@@ -227,13 +234,21 @@ class EventDecoder:
             features[name] = value if type(value) is str and value else _category(name, value)
         label = self._label(record)
         event_id = record.get(schema.id) if schema.id else None
-        return Event(
+        event = Event(
             id=str(event_id) if event_id not in (None, "") else str(row),
             time=parse_time(record.get(schema.time)) if schema.time else None,
             features=features,
             label=label,
             key=str(record[schema.key]) if schema.key and record.get(schema.key) is not None else None,
         )
+        if self.max_abs is not None:
+            for name, value in features.items():
+                if isinstance(value, float) and abs(value) > self.max_abs:
+                    raise DecodeError(
+                        "bad_number",
+                        f"field {name[:100]!r}: {value!r} is out of range (|x| > {self.max_abs:g})",
+                    )
+        return event
 
     def _label(self, record: Mapping[str, Any]) -> str | None:
         schema = self.schema
