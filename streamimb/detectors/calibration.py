@@ -160,21 +160,18 @@ def _rank_and_add(
         alerts[k] = alert
         n += 1
         i = np.searchsorted(ordered[:size], score, side="right")
-        if size < window:  # insert
-            for m in range(size, i, -1):
-                ordered[m] = ordered[m - 1]
+        if size < window:  # insert (numba copies overlapping slices correctly)
+            ordered[i + 1 : size + 1] = ordered[i:size]
             ordered[i] = score
             ring[(start + size) % window] = score
             size += 1
             continue
         j = np.searchsorted(ordered[:size], ring[start], side="left")  # the oldest score leaves
         if i <= j:
-            for m in range(j, i, -1):
-                ordered[m] = ordered[m - 1]
+            ordered[i + 1 : j + 1] = ordered[i:j]
             ordered[i] = score
         else:
-            for m in range(j, i - 1):
-                ordered[m] = ordered[m + 1]
+            ordered[j : i - 1] = ordered[j + 1 : i]
             ordered[i - 1] = score
         ring[start] = score
         start = (start + 1) % window
