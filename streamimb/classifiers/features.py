@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from streamimb.features import dicts_to_rows
+
 __all__ = ["FeatureIndex"]
 
 
@@ -55,16 +57,4 @@ class FeatureIndex:
         """``xs`` as a float array, one column per known feature (new ones added first with ``grow``)."""
         if grow:
             self.add(xs)
-        n, width = len(xs), len(self.names)
-        out = np.empty((n, width))
-        out[:] = self._absent
-        if not n or not width:
-            return out
-        # one pass over the values present (a few per row) rather than a lookup per known column
-        position = self._position
-        columns = np.fromiter([position.get(name, -1) for x in xs for name in x], dtype=np.intp)
-        values = np.fromiter([value for x in xs for value in x.values()], dtype=np.float64)
-        rows = np.repeat(np.arange(n), [len(x) for x in xs])
-        known = columns >= 0
-        out[rows[known], columns[known]] = values[known]
-        return out
+        return dicts_to_rows(xs, self._position, self._absent)

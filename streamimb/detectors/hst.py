@@ -41,7 +41,6 @@ rounding of a split threshold (never seen in the tests, which compare whole stre
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 from river import base
 
+from streamimb.features import dicts_to_rows
 from streamimb.jit import jit
 
 __all__ = ["HalfSpaceTrees", "ScaledHalfSpaceTrees", "SquashScaler"]
@@ -69,10 +69,7 @@ def rows_of(xs: Sequence[Mapping[str, float]], features: Sequence[str]) -> np.nd
     >>> rows_of([{"a": 1.0}, {"b": 2.0, "c": 3.0}], ["a", "b"]).tolist()
     [[1.0, nan], [nan, 2.0]]
     """
-    nan = math.nan
-    if not xs:
-        return np.empty((0, len(features)))
-    return np.array([[x.get(f, nan) for f in features] for x in xs], dtype=np.float64)
+    return dicts_to_rows(xs, {f: i for i, f in enumerate(features)}, np.full(len(features), np.nan))
 
 
 class HalfSpaceTrees(base.AnomalyDetector):
