@@ -745,11 +745,7 @@ def _watch_nodes(
     known = False
     for i in range(len(leaf)):
         node = leaf[i]
-        total, best = 0.0, 0
-        for c in range(n_classes):
-            total += counts[node, c]
-            if counts[node, c] > counts[node, best]:
-                best = c
+        total, best = _majority(counts, node)
         if total > 0:
             known = True
             rows[node, y[i]] += 1.0
@@ -783,11 +779,7 @@ def _vote(
     n_classes = counts.shape[1]
     for i in range(X.shape[0]):
         node = leaves[i]
-        total, best = 0.0, 0
-        for c in range(n_classes):
-            total += counts[node, c]
-            if counts[node, c] > counts[node, best]:
-                best = c
+        total, best = _majority(counts, node)
         if not total > 0:
             majority[i] = -1
             continue
@@ -801,3 +793,14 @@ def _vote(
             for c in range(n_classes):
                 votes[i, c] += counts[node, c] / total / mass
             voters[i] += 1.0
+
+
+@jit
+def _majority(counts: np.ndarray, node: int) -> tuple[float, int]:
+    """A leaf's total class weight and its majority class (the first of equal counts, as argmax)."""
+    total, best = 0.0, 0
+    for c in range(counts.shape[1]):
+        total += counts[node, c]
+        if counts[node, c] > counts[node, best]:
+            best = c
+    return total, best
