@@ -66,7 +66,7 @@ class Verdict:
     proba: dict[str, float] = field(default_factory=dict)
     predicted: str | None = None
     classifier_alert: bool = False
-    reason: str = ""
+    reason: str = ""  # why it alerts; empty where it does not
     scores: dict[str, float] = field(default_factory=dict)
     x: dict[str, float] = field(default_factory=dict, repr=False)
 

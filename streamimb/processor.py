@@ -205,15 +205,12 @@ class Processor:
         raw_scores: dict[str, float],
         anomaly_score: float,
         proba: dict[str, float],
-        anomaly_p: float | None = None,
     ) -> Verdict:
         predicted, classifier_alert, reason = (None, False, "")
         if proba:
             predicted, classifier_alert, reason = self.threshold.decide(proba, event.time)
         if not classifier_alert:
-            if anomaly_p is None:
-                anomaly_p = self.calibrator.p_value(anomaly_score)
-            reason = f"anomaly p={anomaly_p:.2g}"
+            reason = ""  # an anomaly alert gets its reason once decided (`_apply_decision_mode`)
         return Verdict(
             event_id=event.id,
             index=self.n_events,
@@ -293,8 +290,9 @@ class Processor:
             mode = "classifier" if ready else "anomaly"
         if mode == "classifier":
             verdict.anomaly_alert = False
-        elif mode == "anomaly":
+        elif mode == "anomaly" and verdict.classifier_alert:
             verdict.classifier_alert = False
+            verdict.reason = ""
         if verdict.anomaly_alert and not verdict.classifier_alert:
             verdict.reason = f"anomaly score {verdict.anomaly_score:.4g} above calibrated threshold"
 
@@ -419,8 +417,8 @@ class Processor:
                 proba = probas[i]
             score = combine(raw)
             # The calibrator's p-value before the update is the one score_one reports: compute it once.
-            anomaly_p, anomaly_alert = calibrate(score)
-            verdict = decide(event, x, raw, score, proba, anomaly_p)
+            _, anomaly_alert = calibrate(score)
+            verdict = decide(event, x, raw, score, proba)
             raised = observe(verdict, anomaly_alert)
             label = event.label
             if label is not None:
@@ -458,11 +456,13 @@ class Processor:
         """
         n = len(events)
         xs, columns = self._score_detectors(events)
-        raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
         single = len(columns) == 1
         if single:  # its scores are the anomaly scores: calibrate them all at once (same results)
-            combined = columns[0][1]
-            p_values, anomaly_alerts = self.calibrator.update_many(combined)
+            name, combined = columns[0]
+            raws = [{name: score} for score in combined]
+            _, anomaly_alerts = self.calibrator.update_many(combined)
+        else:
+            raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
         probas = self.classifier.predict_proba_batch(xs) if self.n_learned else [{}] * n
         times = [e.time for e in events]
         decisions = self.threshold.decide_many(probas, times)
@@ -474,13 +474,11 @@ class Processor:
         for i, event in enumerate(events):
             raw = raws[i]
             if single:
-                score, anomaly_p, anomaly_alert = combined[i], p_values[i], anomaly_alerts[i]
+                score, anomaly_alert = combined[i], anomaly_alerts[i]
             else:
                 score = combine(raw)
-                anomaly_p, anomaly_alert = calibrate(score)
+                _, anomaly_alert = calibrate(score)
             predicted, classifier_alert, reason = decisions[i]
-            if not classifier_alert:
-                reason = f"anomaly p={anomaly_p:.2g}"
             verdict = Verdict(
                 event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
                 reason, raw, xs[i],

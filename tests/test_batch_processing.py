@@ -85,6 +85,7 @@ def test_batch_mode_gives_the_per_event_results(model):
     assert flatten(each, "drifts") == flatten(batch, "drifts")
     assert each_p.report() == batch_p.report()
     assert len(flatten(batch, "alerts")) > 10 and len(flatten(batch, "dead_letters")) == 2
+    assert all(bool(v.reason) == v.alert for v in flatten(batch, "verdicts"))  # a reason where it alerts
     assert len(flatten(batch, "latencies")) == len(flatten(batch, "events")) == 2998
 
 

@@ -697,13 +697,17 @@ class ServiceRunner:
                 outcome.event_dead_letters += len(result.dead_letters)
                 outcome.drifts += result.drifts
                 outcome.latencies += result.latencies
-                for event, verdict in zip(result.events, result.verdicts, strict=True):
-                    if event.time is not None:
-                        state.newest_event_time = max(state.newest_event_time or event.time, event.time)
-                    if event.label is None and self.kafka.labels_topic:
-                        early = self._join(outcome, state, state.joiner.add, event.id, _slim(verdict))
-                        if early is not None:
-                            self._to_learn(outcome, state, verdict, early)
+                times = [e.time for e in result.events if e.time is not None]
+                if state.newest_event_time is not None:
+                    times.append(state.newest_event_time)
+                if times:
+                    state.newest_event_time = max(times)
+                if self.kafka.labels_topic:
+                    for event, verdict in zip(result.events, result.verdicts, strict=True):
+                        if event.label is None:
+                            early = self._join(outcome, state, state.joiner.add, event.id, _slim(verdict))
+                            if early is not None:
+                                self._to_learn(outcome, state, verdict, early)
                 state.offsets[self.kafka.events_topic] = recs[-1].offset + 1
                 state.dirty += len(recs)
                 self._since_checkpoint += len(recs)
