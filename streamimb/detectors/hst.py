@@ -242,14 +242,6 @@ class HalfSpaceTrees(base.AnomalyDetector):
 
 
 @jit
-def _goes_right(value: float, threshold: float, mass_left: int, mass_right: int) -> bool:
-    """A split's turn: by the value, or when it is missing (NaN), toward the child with more ``l_mass``."""
-    if value != value:
-        return mass_right > mass_left
-    return value >= threshold
-
-
-@jit
 def _walk(
     X: np.ndarray,
     X_learn: np.ndarray,
@@ -272,7 +264,8 @@ def _walk(
     ``window`` learned rows. Returns the new window counter and first-window flag.
 
     A split whose feature is missing (NaN) sends the row to the child with the larger ``l_mass`` at that
-    moment (river's rule), for scoring and for learning alike (``_goes_right``).
+    moment (river's rule), for scoring and for learning alike. The masses are read only for a missing
+    value: loading both children's at every step cost a third of the loop's time.
     """
     n_trees = feat.shape[0]
     for i in range(X_learn.shape[0]):
@@ -285,21 +278,16 @@ def _walk(
                     total += r << depth
                     if depth == height or r < size_limit:
                         break
-                    right = _goes_right(
-                        X[i, feat[t, node]], thr[t, node], l_mass[t, 2 * node + 1], l_mass[t, 2 * node + 2]
-                    )
+                    v = X[i, feat[t, node]]  # missing (NaN): toward the child with more l_mass
+                    right = l_mass[t, 2 * node + 2] > l_mass[t, 2 * node + 1] if v != v else v >= thr[t, node]
                     node = 2 * node + (2 if right else 1)
             out[i] = 1.0 - total / max_score
         if learn[i]:
             for t in range(n_trees):
                 node = 0
                 for _ in range(height):
-                    right = _goes_right(
-                        X_learn[i, feat[t, node]],
-                        thr[t, node],
-                        l_mass[t, 2 * node + 1],
-                        l_mass[t, 2 * node + 2],
-                    )
+                    v = X_learn[i, feat[t, node]]
+                    right = l_mass[t, 2 * node + 2] > l_mass[t, 2 * node + 1] if v != v else v >= thr[t, node]
                     l_mass[t, node] += 1
                     node = 2 * node + (2 if right else 1)
                 l_mass[t, node] += 1
