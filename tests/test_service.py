@@ -150,6 +150,35 @@ def test_restarted_consumer_resumes_from_committed_offset(kafka_broker, kafka_co
     assert first["consumed"] + second["consumed"] == 1000
 
 
+def test_offsets_are_committed_when_due_and_at_shutdown(kafka_broker, kafka_config, topics):
+    good, _ = events(600, seed=4)
+    keys = [str(i).encode() for i in range(600)]
+    produce_records(kafka_broker.bootstrap, topics["events"], good, keys=keys)
+    config = service_config(
+        kafka_config,
+        topics,
+        service={"max_events": 600, "idle_timeout": 10},
+        kafka={"max_poll_records": 50, "commit_interval_ms": 600_000},
+    )
+    seen_committed = []
+
+    def on_batch(runner, outcome):
+        seen_committed.append(sum(v or 0 for v in runner.source.committed().values()))
+
+    summary = ServiceRunner(config, on_batch=on_batch).run()
+    assert summary["consumed"] == 600 and len(seen_committed) >= 12
+    assert set(seen_committed) == {0}  # not due during the run: no commit round trip per batch
+    # at shutdown the outputs were acknowledged and everything consumed was committed
+    alerts = read_all(kafka_config, topics["alerts"], summary["alerts"])
+    assert len(alerts) == summary["alerts"] > 0
+    rest = ServiceRunner(
+        service_config(
+            kafka_config, topics, service={"idle_timeout": 3}, kafka={"group_id": config.kafka.group_id}
+        )
+    ).run()
+    assert rest["consumed"] == 0
+
+
 def test_two_consumers_split_the_partitions(kafka_broker, kafka_config, topic_factory):
     topics = {
         "events": topic_factory(4, "events4"),

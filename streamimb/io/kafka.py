@@ -114,6 +114,12 @@ class KafkaConfig(BaseModel):
     delivery_timeout_ms: int = Field(30_000, gt=0)
     max_block_ms: int = Field(10_000, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    commit_interval_ms: int = Field(
+        1_000,
+        ge=0,
+        description="Without checkpoints, commit the processed offsets (once the outputs they cover are "
+        "acknowledged) at most this often; 0 commits after every batch.",
+    )
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

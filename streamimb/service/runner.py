@@ -6,16 +6,22 @@ the consumer group rebalances. Labels come on a labels topic that is *co-partiti
 (same partition count, produced with the event's key), so partition ``P`` of the labels topic belongs to the
 state of events partition ``P`` and the label offset is checkpointed with the model that learned the label.
 
+Every batch's alerts and dead letters are sent at once (the alerts file and the other sinks are flushed
+with the batch); the Kafka topics' acknowledgements are awaited only before offsets are committed or a
+checkpoint is written, so that no commit ever covers an output not yet delivered, while the round trips
+stay off the per-batch path.
+
 The consistency point, with ``checkpoint.directory`` set (see :mod:`streamimb.service.state`): every
-batch's alerts and dead letters are flushed first; every ``checkpoint.every_events`` records or
+batch's outputs are acknowledged first; every ``checkpoint.every_events`` records or
 ``checkpoint.every_seconds``, on partition revoke and at shutdown, each changed partition's state is written
 as one signed file together with the next offsets it covers, and only then are those offsets committed. On
 assignment the checkpoint is loaded and the consumer seeks to its offsets (they win over the group's committed
 ones), so after a crash at any moment every event is learned exactly once. Alerts are at-least-once: events
 after the last checkpoint are scored again and raise the same alerts with the same ``alert_id``.
 
-Without a checkpoint directory the state lives in memory only, offsets are committed after every batch, and
-a restart begins with fresh models.
+Without a checkpoint directory the state lives in memory only, offsets are committed every
+``kafka.commit_interval_ms`` (0: after every batch), when idle, on partition revoke and at shutdown, and a
+restart begins with fresh models (and scores again what came after the last commit).
 
 Bad input never stops the loop: every record that cannot be decoded or processed goes to the dead-letter
 topic with its reason, so ``consumed == processed + dead-lettered`` for events.
@@ -57,6 +63,7 @@ from streamimb.service.state import (
 log = logging.getLogger(__name__)
 
 SERVICE_SCHEMA_DEFAULTS = {"id": "id", "time": "time", "label": "label"}
+MAX_UNCONFIRMED_OUTPUTS = 10_000  # alerts and dead letters sent but not acknowledged before a commit
 
 #: Numbers beyond this magnitude are dead-lettered (``bad_number``): no measured quantity is that large, and
 #: the models' arithmetic overflows on them (river's HalfSpaceTrees raises OverflowError near 1e200).
@@ -211,15 +218,32 @@ class AlertSinks:
 
     def send(self, alert: Alert) -> None:
         document = alert.to_json()
-        if self.kafka is not None:
-            self.kafka.send(document.encode(), key=alert.event_id.encode())
+        self._to_kafka(alert, document)
         if self.file is not None:
             self.file.send(document)
         for sink in self.others:
             sink.send(alert)
 
+    def send_to_kafka(self, alert: Alert) -> None:
+        """Send the alert to the Kafka topic alone (again, after a failed delivery)."""
+        self._to_kafka(alert, alert.to_json())
+
+    def _to_kafka(self, alert: Alert, document: str) -> None:
+        if self.kafka is not None:
+            self.kafka.send(document.encode(), key=alert.event_id.encode())
+
     def flush(self) -> None:
-        for sink in (self.kafka, self.file, *self.others):
+        self.flush_kafka()
+        self.flush_others()
+
+    def flush_kafka(self) -> None:
+        """Wait for the Kafka topic's acknowledgements of every alert sent so far."""
+        if self.kafka is not None:
+            self.kafka.flush()
+
+    def flush_others(self) -> None:
+        """Flush the alerts file and the other sinks (Alertmanager, ...)."""
+        for sink in (self.file, *self.others):
             if sink is not None:
                 sink.flush()
 
@@ -308,6 +332,12 @@ class ServiceRunner:
         self._learned_dropped: Counter[int] = Counter()
         self._loose_label_offsets: dict[Partition, int] = {}
         self._pending_commit: dict[Partition, int] = {}
+        self._last_commit = time.monotonic()
+        self._alert_sinks: AlertSinks | None = None
+        self._dead_sink: KafkaSink | None = None
+        self._unconfirmed: list[BatchOutcome] = []  # outputs sent to Kafka, not yet acknowledged
+        self._unconfirmed_records = 0
+        self._resend: set[str] = set()  # topics whose deliveries failed: send their unconfirmed outputs again
         self._fenced: set[int] = set()
         self._co_partitioned = True
         self._can_checkpoint = True
@@ -390,6 +420,7 @@ class ServiceRunner:
         file_sink = JsonlSink(cfg.alerts_file.path) if cfg.alerts_file.path else None
         alerts = AlertSinks(KafkaSink(self.kafka, self.kafka.alerts_topic), file_sink, self.extra_sinks)
         dead = KafkaSink(self.kafka, self.kafka.dead_letter_topic)
+        self._alert_sinks, self._dead_sink = alerts, dead
         self.source = source = KafkaSource(
             self.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -415,8 +446,8 @@ class ServiceRunner:
                 self._set_ready(connected)
                 if not records:
                     self._maybe_checkpoint()
-                    if self._pending_commit and connected:
-                        self._commit({})
+                    if (self._pending_commit or self._unconfirmed) and connected:
+                        self._confirm_and_commit()
                     if not connected or self._rebalancing or not source.assignment():
                         idle_since = time.monotonic()  # a broker outage or a rebalance is not idleness
                     elif idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
@@ -426,10 +457,12 @@ class ServiceRunner:
                 idle_since = time.monotonic()
                 self._can_checkpoint = False  # until this batch's outputs are delivered
                 outcome = self.process_batch(records)
-                self._deliver(outcome, alerts, dead)
+                self._deliver(outcome)
                 self._can_checkpoint = True
                 if self.store is None:
-                    self._commit(_next_offsets(records))
+                    self._owe(_next_offsets(records))
+                    if self._commit_due():
+                        self._confirm_and_commit()
                 else:
                     self._maybe_checkpoint()
                 self._account(outcome, source, records)
@@ -442,6 +475,7 @@ class ServiceRunner:
                     log.info("consumed %d event records: stopping", self.consumed)
                     break
             self.checkpoint("shutdown")
+            self._confirm_and_commit()
             completed = True
         finally:
             self._can_checkpoint = completed  # after a failure, revoke must not checkpoint undelivered work
@@ -566,7 +600,11 @@ class ServiceRunner:
         events = {p for t, p in partitions if t == self.kafka.events_topic}
         with self._state_lock:
             if self._can_checkpoint:
+                if commit and self.store is None:  # what was processed, before the partitions move
+                    self._confirm_and_commit()
                 self.checkpoint("revoke", partitions=events, commit=commit)
+            for key in partitions:  # no longer ours: a late commit could rewind the next owner
+                self._pending_commit.pop(key, None)
             for p in events:
                 if p in self.states:
                     self.states[p].owned = False
@@ -603,6 +641,7 @@ class ServiceRunner:
         """
         if self.store is None:
             return 0
+        self._confirm()  # no checkpoint covers an output that is not delivered
         wanted = set(self.states) if partitions is None else set(partitions)
         offsets: dict[Partition, int] = {}
         written = 0
@@ -652,15 +691,33 @@ class ServiceRunner:
             self._commit(offsets)
         return written
 
+    def _owe(self, offsets: dict[Partition, int]) -> None:
+        """Offsets processed, to be committed with the next commit."""
+        pending = self._pending_commit
+        for key, offset in offsets.items():
+            pending[key] = max(pending.get(key, 0), offset)
+
+    def _commit_due(self) -> bool:
+        """Without checkpoints: whether the processed offsets are to be committed now."""
+        interval = self.kafka.commit_interval_ms / 1000.0
+        return (
+            time.monotonic() - self._last_commit >= interval
+            or self._unconfirmed_records >= MAX_UNCONFIRMED_OUTPUTS
+        )
+
+    def _confirm_and_commit(self) -> None:
+        self._confirm()
+        self._commit({})
+
     def _commit(self, offsets: dict[Partition, int]) -> None:
         """Commit ``offsets`` and any that could not be committed before; never while disconnected.
 
         A failed commit is kept and retried later (a checkpoint, when on, is authoritative anyway), so a
-        broker outage never blocks the loop in commit retries.
+        broker outage never blocks the loop in commit retries. Call after `_confirm`.
         """
+        self._owe(offsets)
         pending = self._pending_commit
-        for key, offset in offsets.items():
-            pending[key] = max(pending.get(key, 0), offset)
+        self._last_commit = time.monotonic()
         if self.source is None or not pending or not self.source.connected:
             return
         try:
@@ -865,23 +922,70 @@ class ServiceRunner:
             letter.row,
         )
 
-    def _deliver(self, outcome: BatchOutcome, alerts: AlertSinks, dead: KafkaSink) -> None:
-        """Send and flush until every sink acknowledged (retrying with backoff); offsets wait for this."""
+    def _deliver(self, outcome: BatchOutcome) -> None:
+        """Send the batch's alerts and dead letters and flush the alerts file and the other sinks; the Kafka
+        topics' acknowledgements are awaited by `_confirm`, before a commit or checkpoint covers them."""
+        alerts = self._alert_sinks
+        assert alerts is not None
+
+        def send() -> None:
+            for alert in outcome.alerts:
+                alerts.send(alert)
+            self._send_dead_letters(outcome)
+            alerts.flush_others()
+
+        self._until_delivered(send)
+        if outcome.alerts or outcome.dead_letters:
+            self._unconfirmed.append(outcome)
+            self._unconfirmed_records += len(outcome.alerts) + len(outcome.dead_letters)
+
+    def _send_dead_letters(self, outcome: BatchOutcome) -> None:
+        assert self._dead_sink is not None
+        for letter in outcome.dead_letters:
+            self._dead_sink.send(letter.to_json().encode())
+
+    def _confirm(self) -> None:
+        """Wait until the Kafka topics acknowledged every alert and dead letter sent so far. After a failed
+        delivery every unacknowledged output is sent again (alert ids are deterministic: duplicates can
+        be dropped downstream) until the topics take them."""
+        if not self._unconfirmed and not self._resend:
+            return
+        alerts, dead = self._alert_sinks, self._dead_sink
+        assert alerts is not None and dead is not None
+
+        def attempt() -> None:
+            for outcome in self._unconfirmed if self._resend else ():
+                if "alerts" in self._resend:
+                    for alert in outcome.alerts:
+                        alerts.send_to_kafka(alert)
+                if "dead" in self._resend:
+                    self._send_dead_letters(outcome)
+            self._resend = set()
+            errors = []
+            for topic, flush in (("alerts", alerts.flush_kafka), ("dead", dead.flush)):
+                try:
+                    flush()
+                except SinkError as exc:
+                    self._resend.add(topic)
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+
+        self._until_delivered(attempt)
+        self._unconfirmed, self._unconfirmed_records = [], 0
+
+    def _until_delivered(self, attempt: Callable[[], None]) -> None:
+        """Run ``attempt`` until no sink raises, backing off between tries."""
         delay = 0.2
         while True:
             try:
-                for alert in outcome.alerts:
-                    alerts.send(alert)
-                for letter in outcome.dead_letters:
-                    dead.send(letter.to_json().encode())
-                alerts.flush()
-                dead.flush()
+                attempt()
                 return
             except SinkError as exc:
                 self._set_ready(False)
                 if self._stop.is_set() and delay > 5:
                     raise
-                log.warning("delivery failed (%s); retrying the batch's outputs in %.1fs", exc, delay)
+                log.warning("delivery failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -1,0 +1,75 @@
+"""Outputs of the service loop: sent with their batch, acknowledged before a commit, sent again on failure."""
+
+from __future__ import annotations
+
+import json
+
+from streamimb.config import ServiceConfig
+from streamimb.errors import SinkError
+from streamimb.events import Alert, DeadLetter
+from streamimb.io.memory import MemorySink
+from streamimb.service.runner import AlertSinks, BatchOutcome, ServiceRunner
+
+
+class FlakyTopic:
+    """Stands in for a KafkaSink: keeps what the topic acknowledged; the first ``failures`` flushes fail and
+    lose what was in flight (as a broker that went away would)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.in_flight: list[bytes] = []
+        self.acknowledged: list[bytes] = []
+        self.flushes = 0
+
+    def send(self, value: bytes, key: bytes | None = None, headers=None) -> None:
+        self.in_flight.append(value)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+        if self.failures:
+            self.failures -= 1
+            self.in_flight.clear()
+            raise SinkError("broker unreachable")
+        self.acknowledged += self.in_flight
+        self.in_flight = []
+
+    def close(self) -> None:
+        pass
+
+
+def alert(i: int) -> Alert:
+    return Alert(
+        f"events-0-{i}-anomaly", f"e{i}", float(i), "anomaly", "why", 0.9, {}, "1", "v", "events", 0, i
+    )
+
+
+def runner_with(alerts_topic: FlakyTopic, dead_topic: FlakyTopic, file=None) -> ServiceRunner:
+    runner = ServiceRunner(ServiceConfig())
+    runner._alert_sinks = AlertSinks(alerts_topic, file)
+    runner._dead_sink = dead_topic
+    return runner
+
+
+def test_a_batch_is_sent_at_once_and_acknowledged_before_the_commit():
+    topic, dead, memory = FlakyTopic(), FlakyTopic(), MemorySink()
+    runner = runner_with(topic, dead, memory)
+    for batch in range(3):
+        runner._deliver(BatchOutcome(alerts=[alert(2 * batch), alert(2 * batch + 1)]))
+    assert len(topic.in_flight) == 6 and topic.flushes == 0  # sent, no round trip per batch
+    assert memory.flushed == 6  # the alerts file (and any other sink) is flushed with each batch
+    runner._confirm()
+    assert len(topic.acknowledged) == 6 and not runner._unconfirmed
+    runner._confirm()  # nothing unconfirmed: no round trip
+    assert topic.flushes == 1
+
+
+def test_outputs_lost_in_flight_are_sent_again_until_acknowledged():
+    topic, dead = FlakyTopic(failures=2), FlakyTopic()
+    runner = runner_with(topic, dead)
+    letter = DeadLetter("malformed_json", "bad", b"{x", "events", 0, 7)
+    runner._deliver(BatchOutcome(alerts=[alert(1)], dead_letters=[letter]))
+    runner._deliver(BatchOutcome(alerts=[alert(2)]))
+    runner._confirm()  # two failed flushes, then every unacknowledged output again
+    ids = [json.loads(v)["alert_id"] for v in topic.acknowledged]
+    assert ids == ["events-0-1-anomaly", "events-0-2-anomaly"] and topic.flushes == 3
+    assert [json.loads(v)["offset"] for v in dead.acknowledged] == [7]
