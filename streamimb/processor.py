@@ -416,8 +416,7 @@ class Processor:
             else:
                 proba = probas[i]
             score = combine(raw)
-            # The calibrator's p-value before the update is the one score_one reports: compute it once.
-            _, anomaly_alert = calibrate(score)
+            _, anomaly_alert = calibrate(score)  # ranked before it joins the window, as in score_one
             verdict = decide(event, x, raw, score, proba)
             raised = observe(verdict, anomaly_alert)
             label = event.label

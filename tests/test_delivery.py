@@ -73,3 +73,13 @@ def test_outputs_lost_in_flight_are_sent_again_until_acknowledged():
     ids = [json.loads(v)["alert_id"] for v in topic.acknowledged]
     assert ids == ["events-0-1-anomaly", "events-0-2-anomaly"] and topic.flushes == 3
     assert [json.loads(v)["offset"] for v in dead.acknowledged] == [7]
+
+
+def test_a_rebalance_callback_tries_once_and_leaves_the_rest_to_the_loop():
+    topic = FlakyTopic(failures=1)
+    runner = runner_with(topic, FlakyTopic())
+    runner._deliver(BatchOutcome(alerts=[alert(1)]))
+    assert runner._confirm(once=True) is False and topic.flushes == 1  # no retry loop inside a callback
+    assert runner._unconfirmed  # still owed: the loop confirms it later
+    assert runner._confirm() is True
+    assert [json.loads(v)["alert_id"] for v in topic.acknowledged] == ["events-0-1-anomaly"]

@@ -599,10 +599,12 @@ class ServiceRunner:
         self._rebalancing = True
         events = {p for t, p in partitions if t == self.kafka.events_topic}
         with self._state_lock:
-            if self._can_checkpoint:
+            if self._can_checkpoint and self._confirm(once=True):
                 if commit and self.store is None:  # what was processed, before the partitions move
-                    self._confirm_and_commit()
+                    self._commit({})
                 self.checkpoint("revoke", partitions=events, commit=commit)
+            elif self._can_checkpoint:
+                log.warning("revoke: the released partitions resume from their last commit or checkpoint")
             for key in partitions:  # no longer ours: a late commit could rewind the next owner
                 self._pending_commit.pop(key, None)
             for p in events:
@@ -944,35 +946,43 @@ class ServiceRunner:
         for letter in outcome.dead_letters:
             self._dead_sink.send(letter.to_json().encode())
 
-    def _confirm(self) -> None:
+    def _confirm(self, once: bool = False) -> bool:
         """Wait until the Kafka topics acknowledged every alert and dead letter sent so far. After a failed
         delivery every unacknowledged output is sent again (alert ids are deterministic: duplicates can
-        be dropped downstream) until the topics take them."""
+        be dropped downstream), until the topics take them, or once with ``once`` (inside a rebalance
+        callback, which must not block). Returns whether everything is acknowledged."""
         if not self._unconfirmed and not self._resend:
-            return
+            return True
+        if once:
+            try:
+                self._confirm_attempt()
+            except SinkError as exc:
+                log.warning("outputs not acknowledged (%s)", exc)
+                return False
+        else:
+            self._until_delivered(self._confirm_attempt)
+        self._unconfirmed, self._unconfirmed_records = [], 0
+        return True
+
+    def _confirm_attempt(self) -> None:
         alerts, dead = self._alert_sinks, self._dead_sink
         assert alerts is not None and dead is not None
-
-        def attempt() -> None:
-            for outcome in self._unconfirmed if self._resend else ():
-                if "alerts" in self._resend:
-                    for alert in outcome.alerts:
-                        alerts.send_to_kafka(alert)
-                if "dead" in self._resend:
-                    self._send_dead_letters(outcome)
-            self._resend = set()
-            errors = []
-            for topic, flush in (("alerts", alerts.flush_kafka), ("dead", dead.flush)):
-                try:
-                    flush()
-                except SinkError as exc:
-                    self._resend.add(topic)
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
-
-        self._until_delivered(attempt)
-        self._unconfirmed, self._unconfirmed_records = [], 0
+        for outcome in self._unconfirmed if self._resend else ():
+            if "alerts" in self._resend:
+                for alert in outcome.alerts:
+                    alerts.send_to_kafka(alert)
+            if "dead" in self._resend:
+                self._send_dead_letters(outcome)
+        self._resend = set()
+        errors = []
+        for topic, flush in (("alerts", alerts.flush_kafka), ("dead", dead.flush)):
+            try:
+                flush()
+            except SinkError as exc:
+                self._resend.add(topic)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _until_delivered(self, attempt: Callable[[], None]) -> None:
         """Run ``attempt`` until no sink raises, backing off between tries."""
