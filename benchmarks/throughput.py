@@ -297,6 +297,21 @@ class BatchClock:
         return Measurement(name, self.events, wall, cpu, np.asarray(self.latencies))
 
 
+class CommitTimer:
+    """When a floor commits: as often as the service does (`kafka.commit_interval_ms`), and at the end."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.interval = broker.kafka().commit_interval_ms / 1000
+        self.n = broker.n
+        self.last = time.monotonic()
+
+    def due(self, seen: int) -> bool:
+        if seen < self.n and time.monotonic() - self.last < self.interval:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
 def e2e_streamimb(broker: Broker, batch: bool) -> Measurement:
     """The real service loop; a batch's latency is its cycle: poll, decode, process, deliver, commit."""
     from streamimb.service.runner import ServiceRunner
@@ -315,11 +330,10 @@ def _kafka_python_loop(broker: Broker, name: str, handle: Callable[[list], None]
     from streamimb.io.kafka import KafkaSource
 
     clock = BatchClock()
-    config = broker.kafka()
-    source = KafkaSource(config, [broker.topic])
+    source = KafkaSource(broker.kafka(), [broker.topic])
     seen = 0
     deadline = time.monotonic() + 120
-    last_commit = time.monotonic()
+    commits = CommitTimer(broker)
     try:
         while seen < broker.n and time.monotonic() < deadline:
             records = source.poll()
@@ -327,10 +341,8 @@ def _kafka_python_loop(broker: Broker, name: str, handle: Callable[[list], None]
                 continue
             handle(records)
             seen += len(records)
-            # offsets committed as often as the service commits them (`kafka.commit_interval_ms`)
-            if time.monotonic() - last_commit >= config.commit_interval_ms / 1000 or seen >= broker.n:
+            if commits.due(seen):
                 source.commit({(broker.topic, 0): records[-1].offset + 1})
-                last_commit = time.monotonic()
             clock.batch(len(records))
     finally:
         source.close()
@@ -379,8 +391,7 @@ def floor_confluent(broker: Broker, decode: bool = True) -> Measurement | None:
     consumer.subscribe([broker.topic])
     seen = 0
     deadline = time.monotonic() + 120
-    interval = broker.kafka().commit_interval_ms / 1000
-    last_commit = time.monotonic()
+    commits = CommitTimer(broker)
     try:
         while seen < broker.n and time.monotonic() < deadline:
             messages = consumer.consume(num_messages=BATCH, timeout=0.2)
@@ -391,9 +402,8 @@ def floor_confluent(broker: Broker, decode: bool = True) -> Measurement | None:
                 for v in values:
                     decoder.decode_json(v)
             seen += len(values)
-            if time.monotonic() - last_commit >= interval or seen >= broker.n:
+            if commits.due(seen):
                 consumer.commit(message=messages[-1], asynchronous=False)
-                last_commit = time.monotonic()
             clock.batch(len(values))
     finally:
         consumer.close()

@@ -83,3 +83,13 @@ def test_a_rebalance_callback_tries_once_and_leaves_the_rest_to_the_loop():
     assert runner._unconfirmed  # still owed: the loop confirms it later
     assert runner._confirm() is True
     assert [json.loads(v)["alert_id"] for v in topic.acknowledged] == ["events-0-1-anomaly"]
+
+
+def test_unacknowledged_outputs_are_bounded(monkeypatch):
+    monkeypatch.setattr("streamimb.service.runner.MAX_UNCONFIRMED_OUTPUTS", 4)
+    topic = FlakyTopic()
+    runner = runner_with(topic, FlakyTopic())
+    runner._deliver(BatchOutcome(alerts=[alert(1), alert(2)]))
+    assert topic.flushes == 0 and runner._unconfirmed == 2
+    runner._deliver(BatchOutcome(alerts=[alert(3), alert(4)]))  # the cap: confirmed at once
+    assert topic.flushes == 1 and runner._unconfirmed == 0 and len(topic.acknowledged) == 4

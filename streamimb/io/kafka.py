@@ -118,7 +118,8 @@ class KafkaConfig(BaseModel):
         1_000,
         ge=0,
         description="Without checkpoints, commit the processed offsets (once the outputs they cover are "
-        "acknowledged) at most this often; 0 commits after every batch.",
+        "acknowledged) when this long has passed since the last commit, and when idle, on revoke and at "
+        "shutdown; 0 commits after every batch.",
     )
 
     @field_validator("bootstrap_servers", mode="before")

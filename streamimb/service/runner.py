@@ -63,7 +63,7 @@ from streamimb.service.state import (
 log = logging.getLogger(__name__)
 
 SERVICE_SCHEMA_DEFAULTS = {"id": "id", "time": "time", "label": "label"}
-MAX_UNCONFIRMED_OUTPUTS = 10_000  # alerts and dead letters sent but not acknowledged before a commit
+MAX_UNCONFIRMED_OUTPUTS = 10_000  # alerts and dead letters sent but not acknowledged: confirmed at once
 
 #: Numbers beyond this magnitude are dead-lettered (``bad_number``): no measured quantity is that large, and
 #: the models' arithmetic overflows on them (river's HalfSpaceTrees raises OverflowError near 1e200).
@@ -335,8 +335,8 @@ class ServiceRunner:
         self._last_commit = time.monotonic()
         self._alert_sinks: AlertSinks | None = None
         self._dead_sink: KafkaSink | None = None
-        self._unconfirmed: list[BatchOutcome] = []  # outputs sent to Kafka, not yet acknowledged
-        self._unconfirmed_records = 0
+        self._unconfirmed_alerts: list[Alert] = []  # sent to Kafka, not acknowledged yet
+        self._unconfirmed_dead: list[DeadLetter] = []
         self._resend: set[str] = set()  # topics whose deliveries failed: send their unconfirmed outputs again
         self._fenced: set[int] = set()
         self._co_partitioned = True
@@ -701,11 +701,7 @@ class ServiceRunner:
 
     def _commit_due(self) -> bool:
         """Without checkpoints: whether the processed offsets are to be committed now."""
-        interval = self.kafka.commit_interval_ms / 1000.0
-        return (
-            time.monotonic() - self._last_commit >= interval
-            or self._unconfirmed_records >= MAX_UNCONFIRMED_OUTPUTS
-        )
+        return time.monotonic() - self._last_commit >= self.kafka.commit_interval_ms / 1000.0
 
     def _confirm_and_commit(self) -> None:
         self._confirm()
@@ -933,17 +929,23 @@ class ServiceRunner:
         def send() -> None:
             for alert in outcome.alerts:
                 alerts.send(alert)
-            self._send_dead_letters(outcome)
+            self._send_dead_letters(outcome.dead_letters)
             alerts.flush_others()
 
         self._until_delivered(send)
-        if outcome.alerts or outcome.dead_letters:
-            self._unconfirmed.append(outcome)
-            self._unconfirmed_records += len(outcome.alerts) + len(outcome.dead_letters)
+        self._unconfirmed_alerts += outcome.alerts
+        self._unconfirmed_dead += outcome.dead_letters
+        if self._unconfirmed >= MAX_UNCONFIRMED_OUTPUTS:  # bounded, checkpoints on or off
+            self._confirm()
 
-    def _send_dead_letters(self, outcome: BatchOutcome) -> None:
+    @property
+    def _unconfirmed(self) -> int:
+        """Alerts and dead letters sent to Kafka and not acknowledged yet."""
+        return len(self._unconfirmed_alerts) + len(self._unconfirmed_dead)
+
+    def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
         assert self._dead_sink is not None
-        for letter in outcome.dead_letters:
+        for letter in letters:
             self._dead_sink.send(letter.to_json().encode())
 
     def _confirm(self, once: bool = False) -> bool:
@@ -961,18 +963,17 @@ class ServiceRunner:
                 return False
         else:
             self._until_delivered(self._confirm_attempt)
-        self._unconfirmed, self._unconfirmed_records = [], 0
+        self._unconfirmed_alerts, self._unconfirmed_dead = [], []
         return True
 
     def _confirm_attempt(self) -> None:
         alerts, dead = self._alert_sinks, self._dead_sink
         assert alerts is not None and dead is not None
-        for outcome in self._unconfirmed if self._resend else ():
-            if "alerts" in self._resend:
-                for alert in outcome.alerts:
-                    alerts.send_to_kafka(alert)
-            if "dead" in self._resend:
-                self._send_dead_letters(outcome)
+        if "alerts" in self._resend:
+            for alert in self._unconfirmed_alerts:
+                alerts.send_to_kafka(alert)
+        if "dead" in self._resend:
+            self._send_dead_letters(self._unconfirmed_dead)
         self._resend = set()
         errors = []
         for topic, flush in (("alerts", alerts.flush_kafka), ("dead", dead.flush)):
