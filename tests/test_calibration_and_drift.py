@@ -92,3 +92,23 @@ def test_drift_monitor_min_gap_and_unknown_detector():
     assert sum(f is not None for f in fired) == 1
     with pytest.raises(ValueError, match="unknown drift detector"):
         build_drift_detector("nope")
+
+
+@pytest.mark.parametrize("window", [100, 300, 5000])
+def test_batch_ranking_gives_the_p_values_of_one_score_at_a_time(window):
+    """Batches ranked at once (larger than the window, split into chunks, or too small to be batched)
+    give each score the p-value and decision it gets alone, ties included, and leave the same window."""
+    rng = random.Random(window)
+    scores = [round(rng.random(), 2) for _ in range(12_000)]  # many ties
+    one = ScoreCalibrator(kind="budget", alerts=10, per_events=1000, window=window, warmup=200)
+    many = ScoreCalibrator(kind="budget", alerts=10, per_events=1000, window=window, warmup=200)
+    expected = [one.update(s) for s in scores]
+    got, k, sizes = [], 0, [1, 500, 7, 64, 63, 1300, 250]
+    while k < len(scores):
+        size = sizes[len(got) % len(sizes)]
+        p, alerts = many.update_many(scores[k : k + size])
+        got += list(zip(p, alerts, strict=True))
+        k += size
+    assert got == expected and sum(a for _, a in got) > 20
+    assert len(many) == len(one) == window and many.threshold() == one.threshold()
+    assert [many.p_value(s / 10) for s in range(11)] == [one.p_value(s / 10) for s in range(11)]

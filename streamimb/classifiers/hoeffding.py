@@ -282,22 +282,16 @@ class NumpyHoeffdingTree(base.Classifier):
         at most one level per batch. The Hoeffding bound of such a split counts only the batch's rows.
         ``rows``: the rows of ``X`` that ``leaf``, ``y`` and ``w`` describe.
         """
+        if not (self._weight.shape[1] and self._weight.shape[2]):
+            return
         while split:
-            ready, seen = [], []
-            for node in split:
-                at = np.flatnonzero(leaf == node)
-                if not len(at):
-                    continue
-                Xn = X[rows[at]]
-                child = self.leaves(Xn, start=node)
-                leaf[at] = child
-                self._update_estimators(Xn, child, y[at], w[at])
-                for c in np.unique(child).tolist():
-                    weight = float(self._weight[c].sum(axis=0).max()) if self._weight.shape[2] else 0.0
-                    if weight >= self.grace_period:
-                        ready.append(c)
-                        seen.append(weight)
-            split = self._attempt_splits(np.asarray(ready, dtype=np.intp), seen)
+            ready, seen = np.empty(2 * len(split), dtype=np.intp), np.empty(2 * len(split))
+            n_ready = _hand_down(
+                np.asarray(split, dtype=np.intp), X, rows, leaf, y, w, self._feature, self._threshold,
+                self._left, self._nan_left, self._weight, self._mean, self._m2, self._low, self._high,
+                float(self.grace_period), ready, seen,
+            )  # fmt: skip
+            split = self._attempt_splits(ready[:n_ready], seen[:n_ready].tolist())
 
     # -- drift watch ---------------------------------------------------------------------------------
     def _watch(self, leaf: np.ndarray, y: np.ndarray) -> list[int]:
@@ -355,26 +349,8 @@ class NumpyHoeffdingTree(base.Classifier):
         self.n_pruned += 1
 
     def _reset_slot(self, n: int) -> None:
-        self._feature[n] = _LEAF
-        self._counts[n] = 0.0
-        self._watch_mass[:, n] = 0.0
-        self._watch_errors[:, n] = 0.0
-        self._clear_estimators(n)
-
-    def _clear_estimators(self, n: int) -> None:
-        self._weight[n] = 0.0
-        self._mean[n] = 0.0
-        self._m2[n] = 0.0
-        self._low[n], self._high[n] = np.inf, -np.inf
-
-    def _update_estimators(self, X: np.ndarray, leaf: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-        """Add the rows to their leaves' per-(class, feature) weight, mean, M2, min and max, in order."""
-        _add_to_estimators(
-            np.ascontiguousarray(X, dtype=np.float64), np.arange(len(X)),
-            np.ascontiguousarray(leaf, dtype=np.int32), np.ascontiguousarray(y, dtype=np.intp),
-            np.ascontiguousarray(w, dtype=np.float64),
-            self._weight, self._mean, self._m2, self._low, self._high,
-        )  # fmt: skip
+        _reset_node(n, self._feature, self._counts, self._watch_mass, self._watch_errors, self._weight,
+                    self._mean, self._m2, self._low, self._high)  # fmt: skip
 
     # -- splitting -----------------------------------------------------------------------------------
     def _merit_range(self, n_classes: int) -> float:
@@ -422,18 +398,11 @@ class NumpyHoeffdingTree(base.Classifier):
                 capacity = min(self.max_nodes, 2 * len(self._feature) + 1)
                 self._resize(capacity, self._counts.shape[1], self._weight.shape[2])
             self._n_nodes += 2
-        self._feature[node] = feature
-        self._threshold[node] = threshold
-        self._left[node] = child
-        self._nan_left[node] = left.sum() >= right.sum()
-        for k, dist in ((child, left), (child + 1, right)):
-            self._reset_slot(k)
-            self._counts[k] = dist
-            self._last_attempt[k] = dist.sum()
-            self._depth[k] = self._depth[node] + 1
-            self._parent[k] = node
-            self._alive[k] = True
-        self._clear_estimators(node)
+        _make_split(
+            node, child, feature, threshold, left, right, self._feature, self._threshold, self._left,
+            self._nan_left, self._depth, self._parent, self._alive, self._last_attempt, self._counts,
+            self._watch_mass, self._watch_errors, self._weight, self._mean, self._m2, self._low, self._high,
+        )  # fmt: skip
 
     # -- dict API ------------------------------------------------------------------------------------
     def _class_index(self, y: Hashable) -> int:
@@ -500,19 +469,167 @@ def _add_to_estimators(
     """Welford's weighted update of each row ``X[rows[i]]``'s leaf and class, feature by feature (NaN
     skipped), in row order: a batch leaves the same estimators as its rows one at a time."""
     for i in range(len(rows)):
-        node, c, wi = leaf[i], y[i], w[i]
-        for f in range(X.shape[1]):
-            x = X[rows[i], f]
-            if x != x:
+        _add_row(X, rows[i], leaf[i], y[i], w[i], weight, mean, m2, low, high)
+
+
+@jit
+def _add_row(
+    X: np.ndarray,
+    row: int,
+    node: int,
+    c: int,
+    wi: float,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """``_add_to_estimators`` for the one row ``X[row]`` of class ``c`` and weight ``wi`` at ``node``."""
+    for f in range(X.shape[1]):
+        x = X[row, f]
+        if x != x:
+            continue
+        n = weight[node, c, f] + wi
+        delta = x - mean[node, c, f]
+        new_mean = mean[node, c, f] + (wi * delta / n if n > 0 else 0.0)
+        m2[node, c, f] += wi * delta * (x - new_mean)
+        mean[node, c, f] = new_mean
+        weight[node, c, f] = n
+        low[node, c, f] = min(low[node, c, f], x)
+        high[node, c, f] = max(high[node, c, f], x)
+
+
+@jit
+def _hand_down(
+    split: np.ndarray,
+    X: np.ndarray,
+    rows: np.ndarray,
+    leaf: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    left: np.ndarray,
+    nan_left: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    grace_period: float,
+    ready: np.ndarray,
+    seen: np.ndarray,
+) -> int:
+    """``NumpyHoeffdingTree._regrow``'s step: the rows ``X[rows]`` whose ``leaf`` has just split go down
+    to its children (``leaf`` updated), whose estimators learn them in row order; then the children, in
+    the order of ``split``, that now hold ``grace_period`` weight in some feature go into ``ready`` with
+    that weight in ``seen``. Returns how many are ready."""
+    n_classes, n_features = weight.shape[1], weight.shape[2]
+    reached = np.zeros(len(feature), dtype=np.bool_)
+    for i in range(len(rows)):
+        node = leaf[i]
+        if feature[node] == _LEAF:
+            continue
+        f = feature[node]
+        value = X[rows[i], f] if f < X.shape[1] else np.nan
+        go_left = nan_left[node] if value != value else value <= threshold[node]
+        child = left[node] + (0 if go_left else 1)
+        leaf[i] = child
+        reached[child] = True
+        _add_row(X, rows[i], child, y[i], w[i], weight, mean, m2, low, high)
+    n_ready = 0
+    for k in range(len(split)):
+        for side in range(2):
+            child = left[split[k]] + side
+            if not reached[child]:
                 continue
-            n = weight[node, c, f] + wi
-            delta = x - mean[node, c, f]
-            new_mean = mean[node, c, f] + (wi * delta / n if n > 0 else 0.0)
-            m2[node, c, f] += wi * delta * (x - new_mean)
-            mean[node, c, f] = new_mean
-            weight[node, c, f] = n
-            low[node, c, f] = min(low[node, c, f], x)
-            high[node, c, f] = max(high[node, c, f], x)
+            most = 0.0
+            for f in range(n_features):
+                total = 0.0
+                for c in range(n_classes):
+                    total += weight[child, c, f]
+                most = max(most, total)
+            if n_features and most >= grace_period:
+                ready[n_ready] = child
+                seen[n_ready] = most
+                n_ready += 1
+    return n_ready
+
+
+@jit
+def _reset_node(
+    n: int,
+    feature: np.ndarray,
+    counts: np.ndarray,
+    watch_mass: np.ndarray,
+    watch_errors: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """Node ``n`` as a fresh leaf: no class counts, drift watch or estimators."""
+    feature[n] = _LEAF
+    counts[n] = 0.0
+    watch_mass[:, n] = 0.0
+    watch_errors[:, n] = 0.0
+    _clear_estimators(n, weight, mean, m2, low, high)
+
+
+@jit
+def _clear_estimators(
+    n: int, weight: np.ndarray, mean: np.ndarray, m2: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> None:
+    weight[n] = 0.0
+    mean[n] = 0.0
+    m2[n] = 0.0
+    low[n] = np.inf
+    high[n] = -np.inf
+
+
+@jit
+def _make_split(
+    node: int,
+    child: int,
+    f: int,
+    at: float,
+    left_weight: np.ndarray,
+    right_weight: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    left: np.ndarray,
+    nan_left: np.ndarray,
+    depth: np.ndarray,
+    parent: np.ndarray,
+    alive: np.ndarray,
+    last_attempt: np.ndarray,
+    counts: np.ndarray,
+    watch_mass: np.ndarray,
+    watch_errors: np.ndarray,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """Leaf ``node`` becomes a branch on feature ``f`` at ``at``, with fresh leaves ``child`` (left) and
+    ``child + 1`` that start from the class weights its estimators put on each side; a missing value goes
+    to the heavier side."""
+    feature[node] = f
+    threshold[node] = at
+    left[node] = child
+    nan_left[node] = left_weight.sum() >= right_weight.sum()
+    for k in range(2):
+        slot, dist = child + k, left_weight if k == 0 else right_weight
+        _reset_node(slot, feature, counts, watch_mass, watch_errors, weight, mean, m2, low, high)
+        counts[slot] = dist
+        last_attempt[slot] = dist.sum()
+        depth[slot] = depth[node] + 1
+        parent[slot] = node
+        alive[slot] = True
+    _clear_estimators(node, weight, mean, m2, low, high)
 
 
 _SQRT2 = math.sqrt(2.0)
