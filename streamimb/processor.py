@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -282,12 +283,7 @@ class Processor:
         return [self._keep(d) for _, _, d in found]
 
     def _apply_decision_mode(self, verdict: Verdict) -> None:
-        mode = self.config.decision
-        if mode == "auto":
-            ready = self.positive is not None and (
-                self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
-            )
-            mode = "classifier" if ready else "anomaly"
+        mode = self._decision_mode()
         if mode == "classifier":
             verdict.anomaly_alert = False
         elif mode == "anomaly" and verdict.classifier_alert:
@@ -321,12 +317,23 @@ class Processor:
             )
         return drifts
 
-    def _count(self, label: str) -> None:
+    def _count(self, label: str, n: int = 1) -> None:
         if label not in self.class_counts:
             self.class_counts[label] = 0
             if label not in self.classes:
                 self.classes.append(label)
-        self.class_counts[label] += 1
+        self.class_counts[label] += n
+
+    def _decision_mode(self) -> str:
+        """The decision mode in force: "auto" is "anomaly" until ``min_positive_labels`` labels of the rare
+        class were counted, then "classifier" for good (counts only grow)."""
+        mode = self.config.decision
+        if mode != "auto":
+            return mode
+        ready = self.positive is not None and (
+            self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
+        )
+        return "classifier" if ready else "anomaly"
 
     def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
         """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
@@ -469,25 +476,42 @@ class Processor:
         verdicts: list[Verdict] = []
         drifts: list[DriftEvent] = []
         labelled: list[int] = []
-        combine, calibrate, settle, count = self._combine, self.calibrator.update, self._settle, self._count
-        for i, event in enumerate(events):
-            raw = raws[i]
-            if single:
-                score, anomaly_alert = combined[i], anomaly_alerts[i]
-            else:
-                score = combine(raw)
-                _, anomaly_alert = calibrate(score)
-            predicted, classifier_alert, reason = decisions[i]
-            verdict = Verdict(
-                event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
-                reason, raw, xs[i],
-            )  # fmt: skip
-            settle(verdict, anomaly_alert)
-            self.n_events += 1
-            if event.label is not None:
-                labelled.append(i)
-                count(event.label)  # before the next verdict's decision mode, as in process_one
-            verdicts.append(verdict)
+        if single and self._decision_mode() == "classifier":  # for the whole batch: no anomaly alerts
+            at = self.n_events
+            verdicts = [
+                Verdict(e.id, at + i, e.time, combined[i], False, probas[i], *decision, raws[i], xs[i])
+                for i, (e, decision) in enumerate(zip(events, decisions, strict=True))
+            ]  # fmt: skip
+            self.n_events += n
+            self.n_alerts += sum(alert for _, alert, _ in decisions)
+            labelled = [i for i, event in enumerate(events) if event.label is not None]
+            for label, seen in Counter(events[i].label for i in labelled).items():
+                self._count(label, seen)
+        else:
+            combine, calibrate, settle, count = (
+                self._combine,
+                self.calibrator.update,
+                self._settle,
+                self._count,
+            )
+            for i, event in enumerate(events):
+                raw = raws[i]
+                if single:
+                    score, anomaly_alert = combined[i], anomaly_alerts[i]
+                else:
+                    score = combine(raw)
+                    _, anomaly_alert = calibrate(score)
+                predicted, classifier_alert, reason = decisions[i]
+                verdict = Verdict(
+                    event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
+                    reason, raw, xs[i],
+                )  # fmt: skip
+                settle(verdict, anomaly_alert)
+                self.n_events += 1
+                if event.label is not None:
+                    labelled.append(i)
+                    count(event.label)  # before the next verdict's decision mode, as in process_one
+                verdicts.append(verdict)
         drifts += self._watch_signals(verdicts)
         if labelled:
             drifts += self._learn_columns(
