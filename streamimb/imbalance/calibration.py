@@ -20,6 +20,8 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 from river import base
 
+from streamimb.jit import jit
+
 __all__ = ["PriorShiftCalibrator"]
 
 
@@ -109,24 +111,7 @@ class PriorShiftCalibrator(base.Base):
             self._b[c] = self._b.get(c, 0.0) - self.lr * g
         self._a = min(max(self._a - self.lr * grad_a, 0.05), 2.0)
 
-    # -- array forms: a batch of rows at once --------------------------------------------------------
-    def _ratio_array(self, raw: np.ndarray, train: np.ndarray) -> np.ndarray:
-        """``_ratios`` for rows of ``raw`` (columns = classes); NaN where a class has no training prior."""
-        k = max(raw.shape[1], 1)
-        total = raw.sum(axis=1, keepdims=True)
-        q = np.divide(raw, total, out=np.full_like(raw, 1.0 / k), where=total > 0) + self.eps
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.log(q / (1.0 + k * self.eps) / train)
-        return np.where(train > 0, np.clip(r, -self.clip, self.clip), np.nan)
-
-    def _softmax_array(self, ratios: np.ndarray, priors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        z = self._a * ratios + offsets + np.log(np.maximum(priors, 1e-9))
-        z = np.where(np.isnan(ratios), -np.inf, z)
-        top = z.max(axis=1, keepdims=True)
-        e = np.exp(z - np.where(np.isfinite(top), top, 0.0))
-        s = e.sum(axis=1, keepdims=True)
-        return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
-
+    # -- array forms: a batch of rows at once (compiled loops) ---------------------------------------
     def transform_array(
         self, raw: np.ndarray, priors: np.ndarray, train: np.ndarray, classes: Sequence[Hashable]
     ) -> np.ndarray:
@@ -138,8 +123,10 @@ class PriorShiftCalibrator(base.Base):
         >>> cal.transform_array(raw, priors, train, "ab").round(2).tolist()
         [[0.9, 0.1]]
         """
-        offsets = np.array([self._b.get(c, 0.0) for c in classes])
-        return self._softmax_array(self._ratio_array(raw, train), priors, offsets)
+        raw, priors, train = _floats(raw), _floats(priors), _floats(train)
+        out = np.empty_like(raw)
+        _calibrate_rows(raw, priors, train, self._offsets(classes), self._a, self.eps, self.clip, out)
+        return out
 
     def learn_array(
         self,
@@ -154,20 +141,109 @@ class PriorShiftCalibrator(base.Base):
         Rows with fewer than two classes with a training prior, or whose class has none, are skipped, as
         in ``learn``; for a small ``lr`` this is close to ``learn`` row after row.
         """
-        ratios = self._ratio_array(raw, train)
-        known = ~np.isnan(ratios)
-        rows = np.arange(len(y))
-        usable = (known.sum(axis=1) >= 2) & known[rows, y]
-        if not usable.any():
+        grad_b = np.zeros(len(classes))
+        touched = np.zeros(len(classes), dtype=np.bool_)
+        grad_a = _gradient(
+            _floats(raw), _floats(priors), _floats(train), np.ascontiguousarray(y, dtype=np.intp),
+            self._offsets(classes), self._a, self.eps, self.clip, grad_b, touched,
+        )  # fmt: skip
+        if not touched.any():
             return
-        ratios, y = ratios[usable], y[usable]
-        offsets = np.array([self._b.get(c, 0.0) for c in classes])
-        g = self._softmax_array(ratios, priors, offsets)
-        g[np.arange(len(y)), y] -= 1.0
-        g = np.where(np.isnan(ratios), 0.0, g)
-        grad_a = float(np.sum(g * np.nan_to_num(ratios)))
-        grad_b = g.sum(axis=0)
-        touched = np.isfinite(ratios).any(axis=0)
         for j in np.flatnonzero(touched).tolist():
             self._b[classes[j]] = self._b.get(classes[j], 0.0) - self.lr * float(grad_b[j])
         self._a = min(max(self._a - self.lr * grad_a, 0.05), 2.0)
+
+    def _offsets(self, classes: Sequence[Hashable]) -> np.ndarray:
+        return np.array([self._b.get(c, 0.0) for c in classes], dtype=np.float64)
+
+
+def _floats(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+@jit
+def _row_ratios(raw: np.ndarray, i: int, train: np.ndarray, eps: float, clip: float, out: np.ndarray) -> int:
+    """``PriorShiftCalibrator._ratios`` of row ``i`` into ``out`` (NaN where a class has no training
+    prior); returns how many classes have one."""
+    k = raw.shape[1]
+    total = 0.0
+    for j in range(k):
+        total += raw[i, j]
+    known = 0
+    for j in range(k):
+        if not train[j] > 0:
+            out[j] = np.nan
+            continue
+        q = (raw[i, j] / total if total > 0 else 1.0 / max(k, 1)) + eps
+        out[j] = min(max(math.log(q / (1.0 + k * eps) / train[j]), -clip), clip)
+        known += 1
+    return known
+
+
+@jit
+def _row_softmax(
+    ratios: np.ndarray, log_priors: np.ndarray, offsets: np.ndarray, a: float, out: np.ndarray
+) -> None:
+    """``softmax(a * ratio + offset + log prior)`` over the classes with a ratio (0 for the others)."""
+    k = len(ratios)
+    top = -np.inf
+    for j in range(k):
+        if ratios[j] == ratios[j]:
+            out[j] = a * ratios[j] + offsets[j] + log_priors[j]
+            top = max(top, out[j])
+    total = 0.0
+    for j in range(k):
+        out[j] = math.exp(out[j] - top) if ratios[j] == ratios[j] and top > -np.inf else 0.0
+        total += out[j]
+    for j in range(k):
+        out[j] = out[j] / total if total > 0 else 0.0
+
+
+@jit
+def _calibrate_rows(
+    raw: np.ndarray,
+    priors: np.ndarray,
+    train: np.ndarray,
+    offsets: np.ndarray,
+    a: float,
+    eps: float,
+    clip: float,
+    out: np.ndarray,
+) -> None:
+    """``PriorShiftCalibrator.transform_array``: each row's calibrated probabilities into ``out``."""
+    ratios, log_priors = np.empty(raw.shape[1]), np.log(np.maximum(priors, 1e-9))
+    for i in range(raw.shape[0]):
+        _row_ratios(raw, i, train, eps, clip, ratios)
+        _row_softmax(ratios, log_priors, offsets, a, out[i])
+
+
+@jit
+def _gradient(
+    raw: np.ndarray,
+    priors: np.ndarray,
+    train: np.ndarray,
+    y: np.ndarray,
+    offsets: np.ndarray,
+    a: float,
+    eps: float,
+    clip: float,
+    grad_b: np.ndarray,
+    touched: np.ndarray,
+) -> float:
+    """The logistic loss's gradient summed over the usable rows (two classes with a training prior, its
+    own among them): the offsets' into ``grad_b`` and the classes they touch into ``touched``; returns
+    the temperature's."""
+    k = raw.shape[1]
+    ratios, p, log_priors = np.empty(k), np.empty(k), np.log(np.maximum(priors, 1e-9))
+    grad_a = 0.0
+    for i in range(raw.shape[0]):
+        if _row_ratios(raw, i, train, eps, clip, ratios) < 2 or ratios[y[i]] != ratios[y[i]]:
+            continue
+        _row_softmax(ratios, log_priors, offsets, a, p)
+        p[y[i]] -= 1.0
+        for j in range(k):
+            if ratios[j] == ratios[j]:
+                grad_a += p[j] * ratios[j]
+                grad_b[j] += p[j]
+                touched[j] = True
+    return grad_a

@@ -14,8 +14,10 @@ with array operations (sampling weights drawn for the batch at the priors after 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import operator
 import random
 from collections.abc import Hashable
 from typing import Any
@@ -457,6 +459,8 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
         cache = self._batch_cache
         if cache is None:
             return None
+        if len(xs) == len(cache.xs) and all(map(operator.is_, xs, cache.xs)):  # the whole batch, in order
+            return cache
         found = [cache.position.get(id(x)) for x in xs]
         if None in found:
             return None
@@ -518,12 +522,16 @@ class _BatchScores:
         versions: list[tuple[int, int]],
     ) -> None:
         self.xs = xs  # held, so that the ids in `position` stay theirs
-        self.position = {id(x): i for i, x in enumerate(xs)}
         self.X = X
         self.raw = raw
         self.leaves = leaves
         self.majority = majority
         self.versions = versions
+
+    @functools.cached_property
+    def position(self) -> dict[int, int]:
+        """Row of each event of the batch, by the id of its feature dict."""
+        return {id(x): i for i, x in enumerate(self.xs)}
 
     def take(self, rows: np.ndarray) -> _BatchScores:
         """The same scores for a subset of the rows, in the order given."""
