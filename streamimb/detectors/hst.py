@@ -42,7 +42,10 @@ rounding of a split threshold (never seen in the tests, which compare whole stre
 from __future__ import annotations
 
 import random
+from bisect import bisect
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -147,28 +150,40 @@ class HalfSpaceTrees(base.AnomalyDetector):
         self._r_mass = np.zeros((t_count, self._n_nodes), dtype=np.int64)
         rng = random.Random(self.seed)
         user = self.limits or {}
+        order = sorted(names)
+        columns = [self._index[name] for name in order]
         for t in range(t_count):
-            limits = {name: tuple(user.get(name, (0.0, 1.0))) for name in sorted(names)}
-            self._grow(t, 0, h, limits, rng)
+            low = [float(user.get(name, (0.0, 1.0))[0]) for name in order]
+            high = [float(user.get(name, (0.0, 1.0))[1]) for name in order]
+            self._grow(self._feat[t], self._thr[t], 0, h, columns, low, high, rng.random)
 
-    def _grow(self, t: int, node: int, height: int, limits: dict, rng: random.Random) -> None:
-        # Mirrors river.tree.padded.make_padded_tree draw for draw: feature, split point, left, right.
+    def _grow(
+        self,
+        feat: np.ndarray,
+        thr: np.ndarray,
+        node: int,
+        height: int,
+        columns: list[int],
+        low: list[float],
+        high: list[float],
+        draw: Any,
+    ) -> None:
+        """One subtree, with river's draws (``make_padded_tree``: ``choices`` of a feature weighted by its
+        range, then ``uniform`` inside the padded range), spelled out as the two ``random()`` calls those
+        make, on the features in sorted order with their ranges in ``low``/``high``."""
         if height == 0:
             return
-        on = rng.choices(
-            population=list(limits.keys()), weights=[limits[i][1] - limits[i][0] for i in limits]
-        )[0]
-        a, b = limits[on]
-        at = rng.uniform(a + _PADDING * (b - a), b - _PADDING * (b - a))
-        self._feat[t, node] = self._index[on]
-        self._thr[t, node] = at
-        tmp = limits[on]
-        limits[on] = (tmp[0], at)
-        self._grow(t, 2 * node + 1, height - 1, limits, rng)
-        limits[on] = tmp
-        limits[on] = (at, tmp[1])
-        self._grow(t, 2 * node + 2, height - 1, limits, rng)
-        limits[on] = tmp
+        cum = list(accumulate(map(sub, high, low)))
+        j = bisect(cum, draw() * (cum[-1] + 0.0), 0, len(cum) - 1)
+        a, b = low[j], high[j]
+        start, stop = a + _PADDING * (b - a), b - _PADDING * (b - a)
+        at = start + (stop - start) * draw()
+        feat[node], thr[node] = columns[j], at
+        high[j] = at
+        self._grow(feat, thr, 2 * node + 1, height - 1, columns, low, high, draw)
+        high[j], low[j] = b, at
+        self._grow(feat, thr, 2 * node + 2, height - 1, columns, low, high, draw)
+        low[j] = a
 
     def _require_built(self) -> None:
         if self._names is None:
