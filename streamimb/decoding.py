@@ -143,7 +143,11 @@ class EventDecoder:
         roles = {"id": schema.id, "time": schema.time, "label": schema.label, "key": schema.key}
         extra = [c for c in dict.fromkeys(roles.values()) if c is not None and c not in features]
         self._columns = columns = [*features, *extra]
-        self._role_at = {role: columns.index(c) if c is not None else None for role, c in roles.items()}
+        # where the label, id, time and key are among the columns (None: not in the schema)
+        self._roles = tuple(
+            columns.index(c) if (c := roles[role]) is not None else None
+            for role in ("label", "id", "time", "key")
+        )
         self._label_cache: dict[Any, str | None] = {}
         numeric = set(self._numeric)
         number = _Number
@@ -187,21 +191,21 @@ class EventDecoder:
     def _decode_typed(self, values: tuple, row: int) -> Event:
         """``decode`` of the typed decoder's values, which are valid feature values as they are (an absent
         column is None, as ``record.get`` gives it); labels seen before come from a small cache."""
-        features = dict(zip(self._features_at, values, strict=False))  # up to the last feature
-        at = self._role_at
+        features = dict(zip(self._features_at, values))  # noqa: B905 (up to the last feature; a keyword costs)
+        label_at, id_at, time_at, key_at = self._roles
         label = None
-        if (i := at["label"]) is not None:
-            raw = values[i]
+        if label_at is not None:
+            raw = values[label_at]
             label = self._label_cache.get(raw, _UNCACHED)
             if label is _UNCACHED:
                 label = self._label({self.schema.label: raw})
                 if raw is not None and len(self._label_cache) < _LABEL_CACHE_SIZE:
                     self._label_cache[raw] = label  # _label raised instead where the value is refused
-        event_id = values[i] if (i := at["id"]) is not None else None
-        time = values[i] if (i := at["time"]) is not None else None
+        event_id = values[id_at] if id_at is not None else None
+        time = values[time_at] if time_at is not None else None
         if not (type(time) is float and time - time == 0.0):
             time = parse_time(time)
-        key = values[i] if (i := at["key"]) is not None else None
+        key = values[key_at] if key_at is not None else None
         return Event(
             str(event_id) if event_id is not None and event_id != "" else str(row),
             time,

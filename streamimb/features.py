@@ -40,12 +40,12 @@ class FeatureExtractor:
         x: dict[str, float] = {}
         keys = self._keys
         for name, value in features.items():
-            if value is None:
-                continue
-            if isinstance(value, str):
+            if type(value) is float:  # most values: tested first
+                x[name] = value
+            elif isinstance(value, str):
                 key = keys.get((name, value))
                 x[self._category_key(name, value) if key is None else key] = 1.0
-            else:
+            elif value is not None:
                 x[name] = value
         return x
 
