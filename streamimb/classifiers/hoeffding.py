@@ -163,6 +163,16 @@ class NumpyHoeffdingTree(base.Classifier):
             getattr(self, k)[:old_cap, :old_c, :old_f] = a
 
     @property
+    def _estimators(self) -> tuple[np.ndarray, ...]:
+        """Per node, class and feature: weight, mean, M2, min and max (the compiled kernels' ``stats``)."""
+        return self._weight, self._mean, self._m2, self._low, self._high
+
+    @property
+    def _watch_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per node and class: the drift watch's decayed row and error masses."""
+        return self._watch_mass, self._watch_errors
+
+    @property
     def n_nodes(self) -> int:
         """Nodes in the tree (branches and leaves)."""
         return self._n_nodes - 2 * len(self._free)
@@ -288,8 +298,7 @@ class NumpyHoeffdingTree(base.Classifier):
             ready, seen = np.empty(2 * len(split), dtype=np.intp), np.empty(2 * len(split))
             n_ready = _hand_down(
                 np.asarray(split, dtype=np.intp), X, rows, leaf, y, w, self._feature, self._threshold,
-                self._left, self._nan_left, self._weight, self._mean, self._m2, self._low, self._high,
-                float(self.grace_period), ready, seen,
+                self._left, self._nan_left, self._estimators, float(self.grace_period), ready, seen,
             )  # fmt: skip
             split = self._attempt_splits(ready[:n_ready], seen[:n_ready].tolist())
 
@@ -349,8 +358,7 @@ class NumpyHoeffdingTree(base.Classifier):
         self.n_pruned += 1
 
     def _reset_slot(self, n: int) -> None:
-        _reset_node(n, self._feature, self._counts, self._watch_mass, self._watch_errors, self._weight,
-                    self._mean, self._m2, self._low, self._high)  # fmt: skip
+        _reset_node(n, self._feature, self._counts, self._watch_state, self._estimators)
 
     # -- splitting -----------------------------------------------------------------------------------
     def _merit_range(self, n_classes: int) -> float:
@@ -398,11 +406,10 @@ class NumpyHoeffdingTree(base.Classifier):
                 capacity = min(self.max_nodes, 2 * len(self._feature) + 1)
                 self._resize(capacity, self._counts.shape[1], self._weight.shape[2])
             self._n_nodes += 2
-        _make_split(
-            node, child, feature, threshold, left, right, self._feature, self._threshold, self._left,
-            self._nan_left, self._depth, self._parent, self._alive, self._last_attempt, self._counts,
-            self._watch_mass, self._watch_errors, self._weight, self._mean, self._m2, self._low, self._high,
-        )  # fmt: skip
+        tree = (self._feature, self._threshold, self._left, self._nan_left, self._depth, self._parent,
+                self._alive, self._last_attempt)  # fmt: skip
+        _make_split(node, child, feature, threshold, left, right, tree, self._counts, self._watch_state,
+                    self._estimators)  # fmt: skip
 
     # -- dict API ------------------------------------------------------------------------------------
     def _class_index(self, y: Hashable) -> int:
@@ -469,23 +476,14 @@ def _add_to_estimators(
     """Welford's weighted update of each row ``X[rows[i]]``'s leaf and class, feature by feature (NaN
     skipped), in row order: a batch leaves the same estimators as its rows one at a time."""
     for i in range(len(rows)):
-        _add_row(X, rows[i], leaf[i], y[i], w[i], weight, mean, m2, low, high)
+        _add_row(X, rows[i], leaf[i], y[i], w[i], (weight, mean, m2, low, high))
 
 
 @jit
-def _add_row(
-    X: np.ndarray,
-    row: int,
-    node: int,
-    c: int,
-    wi: float,
-    weight: np.ndarray,
-    mean: np.ndarray,
-    m2: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-) -> None:
-    """``_add_to_estimators`` for the one row ``X[row]`` of class ``c`` and weight ``wi`` at ``node``."""
+def _add_row(X: np.ndarray, row: int, node: int, c: int, wi: float, stats: tuple) -> None:
+    """``_add_to_estimators`` for the one row ``X[row]`` of class ``c`` and weight ``wi`` at ``node``;
+    ``stats``: the estimators (weight, mean, m2, low, high)."""
+    weight, mean, m2, low, high = stats
     for f in range(X.shape[1]):
         x = X[row, f]
         if x != x:
@@ -512,11 +510,7 @@ def _hand_down(
     threshold: np.ndarray,
     left: np.ndarray,
     nan_left: np.ndarray,
-    weight: np.ndarray,
-    mean: np.ndarray,
-    m2: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
+    stats: tuple,
     grace_period: float,
     ready: np.ndarray,
     seen: np.ndarray,
@@ -524,7 +518,9 @@ def _hand_down(
     """``NumpyHoeffdingTree._regrow``'s step: the rows ``X[rows]`` whose ``leaf`` has just split go down
     to its children (``leaf`` updated), whose estimators learn them in row order; then the children, in
     the order of ``split``, that now hold ``grace_period`` weight in some feature go into ``ready`` with
-    that weight in ``seen``. Returns how many are ready."""
+    that weight in ``seen``. Returns how many are ready. ``stats``: the estimators (weight, mean, m2, low,
+    high)."""
+    weight = stats[0]
     n_classes, n_features = weight.shape[1], weight.shape[2]
     reached = np.zeros(len(feature), dtype=np.bool_)
     for i in range(len(rows)):
@@ -537,7 +533,7 @@ def _hand_down(
         child = left[node] + (0 if go_left else 1)
         leaf[i] = child
         reached[child] = True
-        _add_row(X, rows[i], child, y[i], w[i], weight, mean, m2, low, high)
+        _add_row(X, rows[i], child, y[i], w[i], stats)
     n_ready = 0
     for k in range(len(split)):
         for side in range(2):
@@ -558,30 +554,19 @@ def _hand_down(
 
 
 @jit
-def _reset_node(
-    n: int,
-    feature: np.ndarray,
-    counts: np.ndarray,
-    watch_mass: np.ndarray,
-    watch_errors: np.ndarray,
-    weight: np.ndarray,
-    mean: np.ndarray,
-    m2: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-) -> None:
-    """Node ``n`` as a fresh leaf: no class counts, drift watch or estimators."""
+def _reset_node(n: int, feature: np.ndarray, counts: np.ndarray, watch: tuple, stats: tuple) -> None:
+    """Node ``n`` as a fresh leaf: no class counts, drift watch (``watch``: mass, errors) or estimators
+    (``stats``: weight, mean, m2, low, high)."""
     feature[n] = _LEAF
     counts[n] = 0.0
-    watch_mass[:, n] = 0.0
-    watch_errors[:, n] = 0.0
-    _clear_estimators(n, weight, mean, m2, low, high)
+    for a in watch:
+        a[:, n] = 0.0
+    _clear_estimators(n, stats)
 
 
 @jit
-def _clear_estimators(
-    n: int, weight: np.ndarray, mean: np.ndarray, m2: np.ndarray, low: np.ndarray, high: np.ndarray
-) -> None:
+def _clear_estimators(n: int, stats: tuple) -> None:
+    weight, mean, m2, low, high = stats
     weight[n] = 0.0
     mean[n] = 0.0
     m2[n] = 0.0
@@ -597,39 +582,28 @@ def _make_split(
     at: float,
     left_weight: np.ndarray,
     right_weight: np.ndarray,
-    feature: np.ndarray,
-    threshold: np.ndarray,
-    left: np.ndarray,
-    nan_left: np.ndarray,
-    depth: np.ndarray,
-    parent: np.ndarray,
-    alive: np.ndarray,
-    last_attempt: np.ndarray,
+    tree: tuple,
     counts: np.ndarray,
-    watch_mass: np.ndarray,
-    watch_errors: np.ndarray,
-    weight: np.ndarray,
-    mean: np.ndarray,
-    m2: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
+    watch: tuple,
+    stats: tuple,
 ) -> None:
     """Leaf ``node`` becomes a branch on feature ``f`` at ``at``, with fresh leaves ``child`` (left) and
     ``child + 1`` that start from the class weights its estimators put on each side; a missing value goes
-    to the heavier side."""
+    to the heavier side. ``tree``: feature, threshold, left, nan_left, depth, parent, alive, last_attempt."""
+    feature, threshold, left, nan_left, depth, parent, alive, last_attempt = tree
     feature[node] = f
     threshold[node] = at
     left[node] = child
     nan_left[node] = left_weight.sum() >= right_weight.sum()
     for k in range(2):
         slot, dist = child + k, left_weight if k == 0 else right_weight
-        _reset_node(slot, feature, counts, watch_mass, watch_errors, weight, mean, m2, low, high)
+        _reset_node(slot, feature, counts, watch, stats)
         counts[slot] = dist
         last_attempt[slot] = dist.sum()
         depth[slot] = depth[node] + 1
         parent[slot] = node
         alive[slot] = True
-    _clear_estimators(node, weight, mean, m2, low, high)
+    _clear_estimators(node, stats)
 
 
 _SQRT2 = math.sqrt(2.0)
