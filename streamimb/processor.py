@@ -488,29 +488,23 @@ class Processor:
             for label, seen in Counter(events[i].label for i in labelled).items():
                 self._count(label, seen)
         else:
-            combine, calibrate, settle, count = (
-                self._combine,
-                self.calibrator.update,
-                self._settle,
-                self._count,
-            )
             for i, event in enumerate(events):
                 raw = raws[i]
                 if single:
                     score, anomaly_alert = combined[i], anomaly_alerts[i]
                 else:
-                    score = combine(raw)
-                    _, anomaly_alert = calibrate(score)
+                    score = self._combine(raw)
+                    _, anomaly_alert = self.calibrator.update(score)
                 predicted, classifier_alert, reason = decisions[i]
                 verdict = Verdict(
                     event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
                     reason, raw, xs[i],
                 )  # fmt: skip
-                settle(verdict, anomaly_alert)
+                self._settle(verdict, anomaly_alert)
                 self.n_events += 1
                 if event.label is not None:
                     labelled.append(i)
-                    count(event.label)  # before the next verdict's decision mode, as in process_one
+                    self._count(event.label)  # before the next verdict's decision mode, as in process_one
                 verdicts.append(verdict)
         drifts += self._watch_signals(verdicts)
         if labelled:

@@ -527,6 +527,7 @@ def _hand_down(
         node = leaf[i]
         if feature[node] == _LEAF:
             continue
+        # `_route`'s step, written out: as a compiled helper it made the routing loops 2-3x slower
         f = feature[node]
         value = X[rows[i], f] if f < X.shape[1] else np.nan
         go_left = nan_left[node] if value != value else value <= threshold[node]
