@@ -66,3 +66,35 @@ def test_drift_state_pickles() -> None:
         model.learn_one(x, y)
         clone.learn_one(x, y)
     assert clone.resets == model.resets
+
+
+def test_a_group_of_error_monitors_updates_as_each_one_alone() -> None:
+    """`update_monitors` (the ensemble's members in one pass) gives each monitor's own answers and state,
+    with members that know none of the rows, a class seen late and a member set up differently."""
+    import numpy as np
+
+    from streamimb.imbalance.monitor import ClassErrorMonitor, update_monitors
+
+    rng = np.random.default_rng(5)
+    for settings in ({}, {"margin": 0.05}):
+        group = [ClassErrorMonitor(), ClassErrorMonitor(), ClassErrorMonitor(**settings)]
+        alone = [ClassErrorMonitor(), ClassErrorMonitor(), ClassErrorMonitor(**settings)]
+        rose_any = False
+        for step in range(60):
+            n = int(rng.integers(1, 400))
+            y = rng.integers(0, 2 if step < 20 else 3, size=n)
+            error_rate = 0.1 if step < 40 else 0.6  # the errors rise: some monitor must say so
+            wrong = rng.random((3, n)) < error_rate
+            known = rng.random((3, n)) < 0.8
+            known[1] = step % 3 != 0 and known[1]  # member 1 knows nothing every third batch
+            got = update_monitors(group, wrong, known, y)
+            want = [
+                bool(k.any()) and m.update(w[k], y[k]) for m, w, k in zip(alone, wrong, known, strict=True)
+            ]
+            assert got == want
+            rose_any |= any(got)
+            for a, b in zip(group, alone, strict=True):
+                k = b._mass.shape[1]
+                assert np.array_equal(a._mass[:, :k], b._mass) and not a._mass[:, k:].any()
+                assert np.array_equal(a._errors[:, :k], b._errors)
+        assert rose_any

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamimb.jit import jit
 
-__all__ = ["ClassErrorMonitor", "watch_errors"]
+__all__ = ["ClassErrorMonitor", "update_monitors", "watch_errors"]
 
 FAST, SLOW, MARGIN, Z, MIN_MASS = 200.0, 4000.0, 0.1, 4.0, 50.0
 
@@ -110,3 +110,37 @@ class ClassErrorMonitor:
         mass, errors = self._mass[:, None], self._errors[:, None]  # one group
         watch_errors(mass, errors, n, e, self.fast, self.slow, self.margin, self.z, self.min_mass, rose)
         return bool(rose[0])
+
+
+def update_monitors(
+    monitors: list[ClassErrorMonitor], wrong: np.ndarray, known: np.ndarray, y: np.ndarray
+) -> list[bool]:
+    """``monitor.update(wrong[g][known[g]], y[known[g]])`` for each monitor g of a group fed the same rows
+    (``wrong`` and ``known`` shaped monitors x rows, ``y`` class indices), in one compiled pass; a monitor
+    without a known row is left as it is and reports nothing.
+
+    >>> group = [ClassErrorMonitor(), ClassErrorMonitor()]
+    >>> rng = np.random.default_rng(1)
+    >>> y, known = np.zeros(500, dtype=int), np.ones((2, 500), dtype=bool)
+    >>> _ = [update_monitors(group, rng.random((2, 500)) < 0.1, known, y) for _ in range(20)]
+    >>> update_monitors(group, np.vstack([rng.random(500) < 0.6, rng.random(500) < 0.1]), known, y)
+    [True, False]
+    """
+    settings = {(m.fast, m.slow, m.margin, m.z, m.min_mass) for m in monitors}
+    if len(settings) != 1:  # set up differently: one at a time
+        pairs = zip(monitors, wrong, known, strict=True)
+        return [bool(k.any()) and m.update(w[k], y[k]) for m, w, k in pairs]
+    fast, slow, margin, z, min_mass = settings.pop()
+    k = max(max(m._mass.shape[1] for m in monitors), int(y.max()) + 1 if len(y) else 0)
+    one_hot = np.zeros((len(y), k))
+    one_hot[np.arange(len(y)), y] = 1.0
+    rows = known.astype(np.float64) @ one_hot  # per monitor and class: the known rows (exact counts)
+    errors_in = (wrong & known).astype(np.float64) @ one_hot
+    mass, errors = np.zeros((2, len(monitors), k)), np.zeros((2, len(monitors), k))
+    for g, m in enumerate(monitors):
+        mass[:, g, : m._mass.shape[1]], errors[:, g, : m._errors.shape[1]] = m._mass, m._errors
+    rose = np.zeros(len(monitors), dtype=bool)
+    watch_errors(mass, errors, rows, errors_in, fast, slow, margin, z, min_mass, rose)
+    for g, m in enumerate(monitors):
+        m._mass, m._errors = mass[:, g].copy(), errors[:, g].copy()
+    return (rose & known.any(axis=1)).tolist()

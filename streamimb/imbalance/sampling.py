@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from river import base
 
-from streamimb.imbalance.monitor import ClassErrorMonitor
+from streamimb.imbalance.monitor import ClassErrorMonitor, update_monitors
 from streamimb.imbalance.priors import PriorTracker
 from streamimb.imbalance.strategy import ImbalanceStrategy, learn_weighted
 
@@ -239,15 +239,12 @@ class ImbalancedBagging(ImbalanceStrategy):
         return mature if any(mature) else [True] * len(mature)
 
     def _drifted_members(self, scores: Any, y: np.ndarray) -> list[int]:
-        drifted = []
-        for i, majority in enumerate(scores.majority):
-            self._ages[i] += len(y)
-            if not self.replace_drifted:
-                continue
-            known = majority >= 0
-            if known.any() and self._monitors[i].update(majority[known] != y[known], y[known]):
-                drifted.append(i)
-        return drifted
+        self._ages = [age + len(y) for age in self._ages]
+        if not self.replace_drifted or not len(y):
+            return []
+        majority = np.vstack(scores.majority)
+        rose = update_monitors(self._monitors, majority != y, majority >= 0, y)
+        return [i for i, drifted in enumerate(rose) if drifted]
 
     def _replace_members(self, members: list[int]) -> None:
         for i in members:
