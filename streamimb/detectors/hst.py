@@ -379,32 +379,82 @@ class SquashScaler:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Prequential transform: (values with the stats before each row, values with the stats after it).
 
-        Only rows selected by ``learn`` (default all) update the statistics.
+        Only rows selected by ``learn`` (default all) update the statistics. One compiled pass computes
+        the running sums in row order (the numbers of a cumulative sum) and the standardised values; the
+        squash itself stays in numpy, so the values are those of :meth:`transform_row` bit for bit.
         """
         X = _as_matrix(X, self.n_features)
-        present = ~np.isnan(X)
-        if learn is not None:
-            present &= np.asarray(learn, dtype=bool)[:, None]
-        n0, mean0, var0 = self._n, self._mean, self._var
-        # Shift by the old mean (or the first value of a new feature) to keep the sums well conditioned.
-        first = np.where(present.any(axis=0), X[present.argmax(axis=0), np.arange(self.n_features)], 0.0)
-        shift = np.where(n0 > 0, mean0, first)
-        y = np.where(present, X - shift, 0.0)
-        k = np.cumsum(present, axis=0)
-        n_after = n0 + k
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            s1 = np.cumsum(y, axis=0)
-            s2 = np.cumsum(y * y, axis=0)
-            mean_after = np.where(k > 0, shift + s1 / n_after, mean0)
-            m2 = n0 * var0 + s2 - s1 * s1 / n_after
-            var_after = np.where(k > 0, np.maximum(m2, 0.0) / n_after, var0)
-        if len(X):
-            self._commit(n_after[-1].copy(), mean_after[-1].copy(), var_after[-1].copy())
+        mask = np.ones(len(X), dtype=bool) if learn is None else np.ascontiguousarray(learn, dtype=bool)
+        before = np.empty_like(X)
+        after = np.empty_like(X)
+        n, mean, var = self._n.copy(), self._mean.copy(), self._var.copy()
+        _running_standardise(X, mask, n, mean, var, float(self.spread), before, after, transform)
+        self._commit(n, mean, var)
         if not transform:
             return None
-        mean_before = np.vstack([mean0[None, :], mean_after[:-1]])
-        var_before = np.vstack([var0[None, :], var_after[:-1]])
-        return self._squash(X, mean_before, var_before), self._squash(X, mean_after, var_after)
+        return 1.0 / (1.0 + np.exp(-before)), 1.0 / (1.0 + np.exp(-after))  # values clipped: no overflow
+
+
+@jit
+def _running_standardise(
+    X: np.ndarray,
+    learn: np.ndarray,
+    n: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    spread: float,
+    before: np.ndarray,
+    after: np.ndarray,
+    transform: bool,
+) -> None:
+    """``SquashScaler.transform_learn_many``'s loop: updates ``n, mean, var`` in place (the rows ``learn``
+    selects, NaN skipped) and writes each value standardised, divided by ``spread`` and clipped, with the
+    statistics before its row (``before``) and after it (``after``); NaN stays NaN.
+
+    The sums are shifted by the old mean (or a new feature's first value) to stay well conditioned, and
+    accumulate in row order, as ``np.cumsum`` adds them.
+    """
+    rows, cols = X.shape
+    for j in range(cols):
+        n0, mean0, var0 = n[j], mean[j], var[j]
+        shift = mean0
+        if not n0 > 0:
+            shift = 0.0
+            for i in range(rows):
+                if learn[i] and not np.isnan(X[i, j]):
+                    shift = X[i, j]
+                    break
+        k = 0
+        s1 = s2 = 0.0
+        m, v = mean0, var0
+        for i in range(rows):
+            x = X[i, j]
+            if transform:
+                before[i, j] = _standardised(x, m, v, spread)
+            if learn[i] and not np.isnan(x):
+                y = x - shift
+                if k == 0:
+                    s1, s2 = y, y * y
+                else:
+                    s1 += y
+                    s2 += y * y
+                k += 1
+                n_after = n0 + k
+                m = shift + s1 / n_after
+                m2 = n0 * var0 + s2 - s1 * s1 / n_after
+                v = (0.0 if m2 < 0.0 else m2) / n_after
+            if transform:
+                after[i, j] = _standardised(x, m, v, spread)
+        n[j], mean[j], var[j] = n0 + k, m, v
+
+
+@jit
+def _standardised(x: float, mean: float, var: float, spread: float) -> float:
+    if np.isnan(x):
+        return np.nan
+    z = (x - mean) / np.sqrt(var) if var > 0 else 0.0
+    z = z / spread
+    return -60.0 if z < -60.0 else (60.0 if z > 60.0 else z)
 
 
 class ScaledHalfSpaceTrees(base.AnomalyDetector):
