@@ -157,8 +157,25 @@ def test_oob_replaces_members_whose_errors_rise_and_recovers():
     assert recall > 0.9 and recall >= kept_recall - 0.02
 
 
+def test_the_default_ensemble_keeps_its_members_and_recovers_from_concept_drift():
+    """By default no member is replaced: the members' adaptive trees prune what the drift made stale."""
+    model = build_strategy("oob", build_classifier("numpy_hoeffding_tree"), seed=3)
+    found = total = 0
+    stream = batches(rare_stream(10_000, seed=1) + shifted_concept(10_000, seed=2), 500)
+    for i, (xs, ys) in enumerate(stream):
+        probas = model.predict_proba_batch(xs)
+        if i >= 30:  # from 5,000 events after the drift
+            for proba, y in zip(probas, ys, strict=True):
+                if y == "fraud":
+                    total += 1
+                    found += proba.get("fraud", 0.0) > model.priors()["fraud"]
+        model.learn_batch(xs, ys)
+    assert model.n_replaced == 0 and sum(m.n_pruned for m in model.models) > 0
+    assert found / total > 0.9
+
+
 def test_a_prevalence_shift_alone_replaces_no_member():
-    model = build_strategy("oob", build_classifier("numpy_hoeffding_tree"), seed=5)
+    model = build_strategy("oob", build_classifier("numpy_hoeffding_tree"), seed=5, replace_drifted=True)
     for rate, seed in ((0.03, 1), (0.15, 2), (0.01, 3)):
         for xs, ys in batches(rare_stream(8000, seed=seed, rate=rate), 500):
             model.predict_proba_batch(xs)
@@ -167,7 +184,9 @@ def test_a_prevalence_shift_alone_replaces_no_member():
 
 
 def test_late_labels_also_feed_the_drift_watch():
-    model = build_strategy("oob", build_classifier("numpy_hoeffding_tree", adaptive=False), seed=3)
+    model = build_strategy(
+        "oob", build_classifier("numpy_hoeffding_tree", adaptive=False), seed=3, replace_drifted=True
+    )
     pending: list[tuple[list[dict], list[str]]] = []
     stream = rare_stream(10_000, seed=1) + shifted_concept(10_000, seed=2)
     for xs, ys in batches(stream, 500):

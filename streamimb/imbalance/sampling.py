@@ -176,7 +176,11 @@ class ImbalancedBagging(ImbalanceStrategy):
     replace_drifted
         With a base learner that has array forms: watch each member's class-conditional error rates on
         every scored batch (`ClassErrorMonitor`) and replace a member whose errors rose (concept drift)
-        by a fresh one, which votes once it has learned ``min_vote_age`` labelled events.
+        by a fresh one, which votes once it has learned ``min_vote_age`` labelled events. Off by default:
+        an oversampled member's own errors also move with its sampling rate (capped at ``max_rate``, so
+        the rate follows the prevalence below 1%), fraud bursts and its own growth, and replacing members
+        then costs more than it recovers; adaptive base trees prune their stale subtrees instead
+        (``benchmarks/prevalence_shift.py`` compares both).
     min_vote_age
         Labelled events a replacement member learns before its probabilities count.
     half_life, time_based, tracker, update_tracker, correct, drift_reset, drift_delta, calibrate, seed
@@ -191,7 +195,7 @@ class ImbalancedBagging(ImbalanceStrategy):
         ratio: float = 1.0,
         max_rate: float = 100.0,
         min_rate: float = 0.0,
-        replace_drifted: bool = True,
+        replace_drifted: bool = False,
         min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
@@ -311,7 +315,7 @@ class OOB(ImbalancedBagging):
         n_models: int = 10,
         ratio: float = 1.0,
         max_rate: float = 100.0,
-        replace_drifted: bool = True,
+        replace_drifted: bool = False,
         min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
@@ -364,7 +368,7 @@ class UOB(ImbalancedBagging):
         n_models: int = 10,
         ratio: float = 1.0,
         min_rate: float = 0.0,
-        replace_drifted: bool = True,
+        replace_drifted: bool = False,
         min_vote_age: int = 1000,
         half_life: float = 2000.0,
         time_based: bool = False,
