@@ -381,7 +381,8 @@ class SquashScaler:
 
         Only rows selected by ``learn`` (default all) update the statistics. One compiled pass computes
         the running sums in row order (the numbers of a cumulative sum) and the standardised values; the
-        squash itself stays in numpy, so the values are those of :meth:`transform_row` bit for bit.
+        squash itself stays in numpy, so each value is what :meth:`transform_row` gives with the same
+        statistics, bit for bit.
         """
         X = _as_matrix(X, self.n_features)
         mask = np.ones(len(X), dtype=bool) if learn is None else np.ascontiguousarray(learn, dtype=bool)
