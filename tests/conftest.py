@@ -42,3 +42,14 @@ def kafka_config(kafka_broker: EmbeddedBroker) -> Callable[..., KafkaConfig]:
         return fast_config(kafka_broker.bootstrap, **overrides)
 
     return make
+
+
+CLIENTS = ["kafka-python", "confluent"]
+
+
+@pytest.fixture(params=CLIENTS)
+def client_config(request: pytest.FixtureRequest, kafka_config: Callable[..., KafkaConfig]):
+    """``kafka_config`` once per consumer client (``kafka.client``): what holds for one holds for both."""
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka")
+    return lambda **overrides: kafka_config(client=request.param, **overrides)

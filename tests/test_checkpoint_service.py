@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from streamimb.config import ServiceConfig
 from streamimb.errors import CheckpointError
-from streamimb.io.kafka import KafkaSource, RawRecord, produce_records
+from streamimb.io.kafka import KafkaSource, RawRecord, open_source, produce_records
 from streamimb.service.runner import ServiceRunner
 from streamimb.service.state import FileCheckpointStore, SnapshotCodec, config_hash
 from streamimb.service.telemetry import Telemetry
@@ -90,11 +90,11 @@ def topics3(topic_factory):
 
 
 def test_restart_resumes_from_checkpoint_offsets_not_committed_ones(
-    kafka_broker, kafka_config, topics3, tmp_path
+    kafka_broker, client_config, topics3, tmp_path
 ):
     good, _ = make_events(1500, seed=1)
     produced = produce_by_partition(kafka_broker.bootstrap, topics3["events"], good, 3)
-    config = checkpointed_config(kafka_config, topics3, tmp_path, kafka={"max_poll_records": 100})
+    config = checkpointed_config(client_config, topics3, tmp_path, kafka={"max_poll_records": 100})
 
     first = ServiceRunner(with_loop(config, max_events=600, idle_timeout=20)).run()
     assert 600 <= first["consumed"] < 1500
@@ -105,7 +105,7 @@ def test_restart_resumes_from_checkpoint_offsets_not_committed_ones(
 
     # the group's committed offsets run ahead of the checkpoints (e.g. a commit that outlived a lost
     # checkpoint, or an operator's reset): the checkpoint's offsets must win, or events would be lost
-    source = KafkaSource(config.kafka, [topics3["events"]])
+    source = open_source(config.kafka, [topics3["events"]])
     try:
         poll_count(source, 1, timeout_s=30)
         source.commit({(topics3["events"], p): produced[p] for p in learned_first})

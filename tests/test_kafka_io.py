@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from kafka_broker import fast_config, poll_count, poll_until, start_broker_or_skip
@@ -18,6 +20,7 @@ from streamimb.io.kafka import (
     KafkaSource,
     RawRecord,
     is_oversized,
+    open_source,
     produce_records,
 )
 from streamimb.service.broker import EmbeddedBroker
@@ -25,6 +28,7 @@ from streamimb.service.broker import EmbeddedBroker
 kafka = pytest.mark.kafka
 TopicFactory = Callable[..., str]
 ConfigFactory = Callable[..., KafkaConfig]
+CLIENTS = ["kafka-python", "confluent"]
 
 
 # ------------------------------------------------------------------------------------ config (offline)
@@ -105,18 +109,18 @@ def _values(n: int, start: int = 0) -> list[bytes]:
 
 @kafka
 def test_round_trip_order_join_time_lag_and_oversized_detection(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=1)
     values = _values(50)
     keys = [f"acct-{i % 7}".encode() for i in range(50)]
     before_ms = int(time.time() * 1000) - 1000
-    assert produce_records(kafka_config(), topic, values, keys) == 50
+    assert produce_records(client_config(), topic, values, keys) == 50
     big = b"x" * 1_200_000  # above max_message_bytes: still fetched, then flagged for the dead letters
-    produce_records(kafka_config(), topic, [big, b"after"])
-    cfg = kafka_config()
+    produce_records(client_config(), topic, [big, b"after"])
+    cfg = client_config()
     t0 = time.perf_counter()
-    with KafkaSource(cfg, [topic]) as source:
+    with open_source(cfg, [topic]) as source:
         first = poll_count(source, 1)
         join_s = time.perf_counter() - t0
         records = first + poll_count(source, 52 - len(first))
@@ -133,12 +137,12 @@ def test_round_trip_order_join_time_lag_and_oversized_detection(
 
 @kafka
 def test_lag_commit_and_restarted_consumer_resumes_from_committed_offset(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=1)
-    produce_records(kafka_config(), topic, _values(100))
-    cfg = kafka_config()
-    with KafkaSource(cfg, [topic]) as source:
+    produce_records(client_config(), topic, _values(100))
+    cfg = client_config()
+    with open_source(cfg, [topic]) as source:
         done = poll_until(source, lambda recs: len(recs) >= 30, max_records=30)[:30]
         assert [r.offset for r in done] == list(range(30))
         assert source.position(topic, 0) == 30
@@ -147,18 +151,18 @@ def test_lag_commit_and_restarted_consumer_resumes_from_committed_offset(
         assert source.committed() == {(topic, 0): 30}
         with pytest.raises(ValueError):
             source.commit({(topic, 0): -1})
-    with KafkaSource(cfg, [topic]) as again:  # same group: resumes at 30, nothing lost or repeated
+    with open_source(cfg, [topic]) as again:  # same group: resumes at 30, nothing lost or repeated
         rest = poll_count(again, 70)
     assert [r.offset for r in rest] == list(range(30, 100))
 
 
 @kafka
 def test_seek_and_seek_from_on_assign_for_checkpoint_resume(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=1)
-    produce_records(kafka_config(), topic, _values(20))
-    with KafkaSource(kafka_config(), [topic]) as source:
+    produce_records(client_config(), topic, _values(20))
+    with open_source(client_config(), [topic]) as source:
         assert len(poll_count(source, 20)) == 20
         source.seek(topic, 0, 5)
         again = poll_count(source, 15)
@@ -166,7 +170,7 @@ def test_seek_and_seek_from_on_assign_for_checkpoint_resume(
         with pytest.raises(SourceError, match="cannot seek"):
             source.seek(topic, 3, 0)  # not assigned
 
-    holder: dict[str, KafkaSource] = {}
+    holder: dict[str, Any] = {}
     assigned: list[list[tuple[str, int]]] = []
 
     def on_assign(partitions: list[tuple[str, int]]) -> None:  # what the runner does with a checkpoint
@@ -174,7 +178,7 @@ def test_seek_and_seek_from_on_assign_for_checkpoint_resume(
         for t, p in partitions:
             holder["source"].seek(t, p, 12)
 
-    source = KafkaSource(kafka_config(), [topic], on_assign=on_assign)
+    source = open_source(client_config(), [topic], on_assign=on_assign)
     holder["source"] = source
     with source:
         resumed = poll_count(source, 8)
@@ -184,10 +188,10 @@ def test_seek_and_seek_from_on_assign_for_checkpoint_resume(
 
 @kafka
 def test_callback_exception_is_raised_by_poll_and_skips_nothing(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=1)
-    produce_records(kafka_config(), topic, _values(5))
+    produce_records(client_config(), topic, _values(5))
 
     class CheckpointMissing(RuntimeError):
         pass
@@ -199,7 +203,7 @@ def test_callback_exception_is_raised_by_poll_and_skips_nothing(
         if len(calls) == 1:
             raise CheckpointMissing(f"no state for {partitions}")
 
-    with KafkaSource(kafka_config(), [topic], on_assign=on_assign) as source:
+    with open_source(client_config(), [topic], on_assign=on_assign) as source:
         with pytest.raises(CheckpointMissing, match=topic):
             poll_until(source, lambda recs: False, timeout_s=15)
         assert source.assignment() == [(topic, 0)]
@@ -208,10 +212,10 @@ def test_callback_exception_is_raised_by_poll_and_skips_nothing(
 
 @kafka
 def test_two_consumers_split_four_partitions_without_duplicates(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=4)
-    cfg = kafka_config()
+    cfg = client_config()
     keys = [f"acct-{i}".encode() for i in range(400)]
     produce_records(cfg, topic, _values(400), keys)
     t_start = time.perf_counter()
@@ -223,7 +227,7 @@ def test_two_consumers_split_four_partitions_without_duplicates(
             self.revoked: list[list[tuple[str, int]]] = []
             self.stop = threading.Event()
             self.error: BaseException | None = None
-            self.source = KafkaSource(cfg, [topic], on_revoke=self.on_revoke)
+            self.source = open_source(cfg, [topic], on_revoke=self.on_revoke)
             self.thread = threading.Thread(target=self.run, name=name)
             self.thread.start()
 
@@ -248,6 +252,7 @@ def test_two_consumers_split_four_partitions_without_duplicates(
     poll_deadline = time.monotonic() + 25
     while not a.records and time.monotonic() < poll_deadline:
         time.sleep(0.05)
+    first_generation = a.source.generation()
     b = Member("b")
     try:
         while time.monotonic() < poll_deadline:
@@ -257,6 +262,8 @@ def test_two_consumers_split_four_partitions_without_duplicates(
             time.sleep(0.05)
         rebalanced_s = time.perf_counter() - t_start
         assert sorted(parts_a + parts_b) == [(topic, p) for p in range(4)]
+        # the generation fences checkpoints: both members see the new one, above the first join's
+        assert a.source.generation() == b.source.generation() > first_generation >= 0
         produce_records(cfg, topic, _values(400, start=400), keys)
         while len(a.records) + len(b.records) < 800 and time.monotonic() < poll_deadline:
             time.sleep(0.05)
@@ -274,13 +281,13 @@ def test_two_consumers_split_four_partitions_without_duplicates(
 
 @kafka
 def test_consume_throughput_20k_json_records(
-    topic_factory: TopicFactory, kafka_config: ConfigFactory
+    topic_factory: TopicFactory, client_config: ConfigFactory
 ) -> None:
     topic = topic_factory(partitions=1)
     values = [_json_record(i, 300) for i in range(20_000)]
     assert all(len(v) == 300 for v in values)
-    produce_records(kafka_config(), topic, values)
-    with KafkaSource(kafka_config(), [topic]) as source:
+    produce_records(client_config(), topic, values)
+    with open_source(client_config(), [topic]) as source:
         first = poll_count(source, 1)
         t0 = time.perf_counter()
         rest = poll_count(source, 20_000 - len(first), timeout_s=30)
@@ -350,11 +357,14 @@ def test_sink_error_when_broker_down_then_recovers_with_a_new_producer() -> None
 
 
 @kafka
-def test_source_reports_disconnect_and_closes_promptly() -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_source_reports_disconnect_and_closes_promptly(client: str) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     broker = start_broker_or_skip(topics=["events"])
     produce_records(broker.bootstrap, "events", [b"1"])
-    cfg = fast_config(broker.bootstrap, request_timeout_ms=2_000)
-    source = KafkaSource(cfg, ["events"])
+    cfg = fast_config(broker.bootstrap, request_timeout_ms=2_000, client=client)
+    source = open_source(cfg, ["events"])
     try:
         assert poll_count(source, 1)[0].value == b"1"
         assert source.connected
@@ -379,6 +389,9 @@ def test_unreachable_broker_is_a_source_and_sink_error() -> None:
     t0 = time.perf_counter()
     with pytest.raises(SourceError, match="connect"):
         KafkaSource(cfg, ["events"])
+    if importlib.util.find_spec("confluent_kafka") is not None:
+        with pytest.raises(SourceError, match="connect"):
+            open_source(cfg.model_copy(update={"client": "confluent"}), ["events"])
     with pytest.raises(SinkError, match="producer"):
         KafkaSink(cfg, "alerts")
     assert time.perf_counter() - t0 < 10

@@ -80,7 +80,7 @@ def read_all(kafka, topic, count, timeout_s=20.0):
         source.close()
 
 
-def test_events_to_alerts_and_dead_letters(kafka_broker, kafka_config, topics):
+def test_events_to_alerts_and_dead_letters(kafka_broker, client_config, topics):
     good, _ = events(1500)
     produce_records(
         kafka_broker.bootstrap,
@@ -88,14 +88,14 @@ def test_events_to_alerts_and_dead_letters(kafka_broker, kafka_config, topics):
         good[:700] + BAD_RECORDS + good[700:],
         keys=[str(i % 5).encode() for i in range(len(good) + len(BAD_RECORDS))],
     )
-    config = service_config(kafka_config, topics, service={"max_events": 1504, "idle_timeout": 15})
+    config = service_config(client_config, topics, service={"max_events": 1504, "idle_timeout": 15})
     summary = ServiceRunner(config).run()
     assert summary["consumed"] == 1504
     assert summary["processed"] + summary["dead_letters"] == summary["consumed"]
     assert summary["dead_letters"] == 4
     assert sum(summary["learned"].values()) == 1500
 
-    dead = [json.loads(r.value) for r in read_all(kafka_config, topics["dead"], 4)]
+    dead = [json.loads(r.value) for r in read_all(client_config, topics["dead"], 4)]
     assert sorted(d["reason"] for d in dead) == [
         "bad_number",
         "malformed_json",
@@ -104,7 +104,7 @@ def test_events_to_alerts_and_dead_letters(kafka_broker, kafka_config, topics):
     ]
     assert all(d["source"] == topics["events"] and d["offset"] >= 0 and d["raw"] for d in dead)
 
-    alerts = [json.loads(r.value) for r in read_all(kafka_config, topics["alerts"], summary["alerts"])]
+    alerts = [json.loads(r.value) for r in read_all(client_config, topics["alerts"], summary["alerts"])]
     assert len(alerts) == summary["alerts"] > 0
     ids = [a["alert_id"] for a in alerts]
     assert len(set(ids)) == len(ids)
@@ -113,7 +113,7 @@ def test_events_to_alerts_and_dead_letters(kafka_broker, kafka_config, topics):
     assert late and sum(a["rule"] == "classifier" for a in late) > 0
 
 
-def test_delayed_labels_are_joined_and_learned(kafka_broker, kafka_config, topics):
+def test_delayed_labels_are_joined_and_learned(kafka_broker, client_config, topics):
     unlabelled, labels = events(1200, with_label=False, seed=1)
     keys = [str(i % 4).encode() for i in range(1200)]
     produce_records(kafka_broker.bootstrap, topics["events"], unlabelled, keys=keys)
@@ -121,7 +121,7 @@ def test_delayed_labels_are_joined_and_learned(kafka_broker, kafka_config, topic
     produce_records(
         kafka_broker.bootstrap, topics["labels"], labels[:1000] + extra, keys=keys[:1000] + [b"0"] * 3
     )
-    config = service_config(kafka_config, topics, service={"idle_timeout": 4})
+    config = service_config(client_config, topics, service={"idle_timeout": 4})
     runner = ServiceRunner(config)
     summary = runner.run()
     assert summary["consumed"] == 1200 and summary["labels_consumed"] == 1003
@@ -133,13 +133,16 @@ def test_delayed_labels_are_joined_and_learned(kafka_broker, kafka_config, topic
     assert len(runner.joiner) == 200  # still waiting for their labels
 
 
-def test_restarted_consumer_resumes_from_committed_offset(kafka_broker, kafka_config, topics):
+def test_restarted_consumer_resumes_from_committed_offset(kafka_broker, client_config, topics):
     good, _ = events(1000, seed=2)
     produce_records(
         kafka_broker.bootstrap, topics["events"], good, keys=[str(i).encode() for i in range(1000)]
     )
     config = service_config(
-        kafka_config, topics, service={"max_events": 400, "idle_timeout": 10}, kafka={"max_poll_records": 100}
+        client_config,
+        topics,
+        service={"max_events": 400, "idle_timeout": 10},
+        kafka={"max_poll_records": 100},
     )
     first = ServiceRunner(config).run()
     assert 400 <= first["consumed"] < 1000
@@ -179,7 +182,7 @@ def test_offsets_are_committed_when_due_and_at_shutdown(kafka_broker, kafka_conf
     assert rest["consumed"] == 0
 
 
-def test_two_consumers_split_the_partitions(kafka_broker, kafka_config, topic_factory):
+def test_two_consumers_split_the_partitions(kafka_broker, client_config, topic_factory):
     topics = {
         "events": topic_factory(4, "events4"),
         "alerts": topic_factory(1, "a"),
@@ -189,7 +192,9 @@ def test_two_consumers_split_the_partitions(kafka_broker, kafka_config, topic_fa
     produce_records(
         kafka_broker.bootstrap, topics["events"], good, keys=[str(i).encode() for i in range(2000)]
     )
-    config = service_config(kafka_config, topics, service={"idle_timeout": 8}, kafka={"max_poll_records": 50})
+    config = service_config(
+        client_config, topics, service={"idle_timeout": 8}, kafka={"max_poll_records": 50}
+    )
     runners = [ServiceRunner(config), ServiceRunner(config)]
     results = [None, None]
 

@@ -1,11 +1,14 @@
 """Kafka edge of streamimb: configuration, a consumer-group source and a producer sink over kafka-python.
 
-This is the only module that imports ``kafka``. Everything it returns is plain Python
+This is the only module that imports ``kafka`` (``streamimb.io.confluent`` the only one that imports
+``confluent_kafka``). Everything it returns is plain Python
 (:class:`RawRecord`, tuples of ``(topic, partition)``, ints), so the runner and the tests never touch
 kafka-python types.
 
 * :class:`KafkaConfig` -- one frozen, validated model for every client (consumer, producer, admin).
-* :class:`KafkaSource` -- consumer group member with manual commits, seek, lag and rebalance callbacks.
+* :class:`KafkaSource` -- consumer group member with manual commits, seek, lag and rebalance callbacks;
+  :func:`open_source` returns it, or its confluent-kafka twin (``streamimb.io.confluent``) when
+  ``KafkaConfig.client`` is ``"confluent"``.
 * :class:`KafkaSink` -- ``acks=all`` producer whose :meth:`KafkaSink.flush` raises
   :class:`~streamimb.errors.SinkError` if any record was not delivered.
 * :func:`produce_records`, :func:`ensure_topics`, :func:`check_broker` -- small helpers for tests,
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import kafka.errors as kerrors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -33,6 +36,9 @@ from kafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from streamimb.errors import SinkError, SourceError
+
+if TYPE_CHECKING:
+    from streamimb.io.confluent import ConfluentSource
 
 try:  # kafka-python >= 3: rebalance listeners run on the client's IO thread
     from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener as _AsyncListenerBase
@@ -48,6 +54,7 @@ __all__ = [
     "check_broker",
     "ensure_topics",
     "is_oversized",
+    "open_source",
     "produce_records",
     "topic_partitions",
 ]
@@ -84,6 +91,12 @@ class KafkaConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python",
+        description="The consumer's client library: 'confluent' (librdkafka, `pip install "
+        "'streamimb[confluent]'`) parses records in C, several times faster than kafka-python; producers "
+        "stay on kafka-python.",
+    )
     client_id: str = "streamimb"
     group_id: str = "streamimb"
     events_topic: str = "events"
@@ -266,6 +279,70 @@ def _backoff_delays(config: KafkaConfig) -> Iterable[float]:
     """Exponential backoff in seconds, capped at ``retry_backoff_max_ms``; ``max_retries`` values."""
     for attempt in range(config.max_retries):
         yield min(config.retry_backoff_ms * 2**attempt, config.retry_backoff_max_ms) / 1000.0
+
+
+def retrying(
+    config: KafkaConfig,
+    what: str,
+    op: Callable[[], Any],
+    errors: tuple[type[BaseException], ...],
+    retriable: Callable[[BaseException], bool],
+    on_error: Callable[[], None] = lambda: None,
+) -> Any:
+    """``op()``, retried with capped exponential backoff (``max_retries`` times) while it raises one of
+    ``errors`` that is ``retriable``; then a ``SourceError`` naming ``what``. ``on_error`` runs at each
+    failure (a source marks itself unhealthy)."""
+    delays = iter(_backoff_delays(config))
+    while True:
+        try:
+            return op()
+        except errors as exc:
+            on_error()
+            delay = next(delays, None) if retriable(exc) else None
+            if delay is None:
+                raise SourceError(f"kafka {what} failed: {exc}") from exc
+            log.warning("kafka %s failed (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(delay)
+
+
+def checked_offsets(offsets: Mapping[Partition, int]) -> list[tuple[str, int, int]]:
+    """A commit's ``(topic, partition, next offset)``; a negative offset is a ``ValueError``.
+
+    >>> checked_offsets({("events", 1): 42})
+    [('events', 1, 42)]
+    """
+    out = []
+    for (topic, part), offset in offsets.items():
+        if int(offset) < 0:
+            raise ValueError(f"negative offset {offset} for {topic}[{part}]")
+        out.append((topic, int(part), int(offset)))
+    return out
+
+
+class SourceLifecycle:
+    """What both consumer sources share: the context manager and the closed check."""
+
+    _closed: bool
+
+    def close(self, timeout_s: float = 10.0) -> None:  # pragma: no cover - each source closes its own
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SourceError("the Kafka source is closed")
+
+    @staticmethod
+    def _topic_list(topics: Sequence[str]) -> list[str]:
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        if not topics:
+            raise ValueError("at least one topic is required")
+        return topics
 
 
 def _split_host_port(server: str) -> tuple[str, int]:
@@ -525,7 +602,7 @@ else:  # pragma: no cover
                 self._runner.call(self._on_lost or self._on_revoke, lost)
 
 
-class KafkaSource:
+class KafkaSource(SourceLifecycle):
     """A consumer-group member with manual commits, returning :class:`RawRecord` batches.
 
     Callbacks receive sorted lists of ``(topic, partition)``. ``on_assign`` is called after every
@@ -547,12 +624,8 @@ class KafkaSource:
         on_revoke: PartitionCallback | None = None,
         on_lost: PartitionCallback | None = None,
     ) -> None:
-        if isinstance(topics, str):
-            topics = [topics]
-        if not topics:
-            raise ValueError("at least one topic is required")
         self.config = config
-        self.topics = list(topics)
+        self.topics = self._topic_list(topics)
         self._closed = False
         self._closing = False
         self._healthy = False
@@ -587,12 +660,6 @@ class KafkaSource:
             self._closed = True
             self._healthy = False
         self._raise_callback_error()
-
-    def __enter__(self) -> KafkaSource:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- health ----------------------------------------------------------------------------------
     @property
@@ -647,11 +714,7 @@ class KafkaSource:
         self._check_open()
         if not offsets:
             return
-        payload = {}
-        for (topic, part), offset in offsets.items():
-            if int(offset) < 0:
-                raise ValueError(f"negative offset {offset} for {topic}[{part}]")
-            payload[TopicPartition(topic, int(part))] = OffsetAndMetadata(int(offset), "", -1)
+        payload = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for t, p, o in checked_offsets(offsets)}
         self._with_retries("commit", lambda: self._consumer.commit(payload))
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
@@ -717,10 +780,6 @@ class KafkaSource:
         return out
 
     # -- internals -------------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SourceError("the Kafka source is closed")
-
     def _join_worker(self) -> None:
         worker = self._runner.worker
         if worker is not None and worker is not threading.current_thread():
@@ -733,20 +792,28 @@ class KafkaSource:
             raise error
 
     def _with_retries(self, what: str, op: Callable[[], Any]) -> Any:
-        delays = iter(_backoff_delays(self.config))
-        while True:
-            try:
-                result = op()
-            except kerrors.KafkaError as exc:
-                self._healthy = False
-                delay = next(delays, None) if _is_retriable(exc) else None
-                if delay is None:
-                    raise SourceError(f"kafka {what} failed: {exc}") from exc
-                log.warning("kafka %s failed (%s); retrying in %.2fs", what, exc, delay)
-                time.sleep(delay)
-                continue
-            self._healthy = True
-            return result
+        result = retrying(self.config, what, op, (kerrors.KafkaError,), _is_retriable, self._unhealthy)
+        self._healthy = True
+        return result
+
+    def _unhealthy(self) -> None:
+        self._healthy = False
+
+
+def open_source(
+    config: KafkaConfig,
+    topics: Sequence[str],
+    on_assign: PartitionCallback | None = None,
+    on_revoke: PartitionCallback | None = None,
+    on_lost: PartitionCallback | None = None,
+) -> KafkaSource | ConfluentSource:
+    """A :class:`KafkaSource`, or with ``config.client == "confluent"`` its confluent-kafka twin
+    (:class:`streamimb.io.confluent.ConfluentSource`: same methods, same semantics)."""
+    if config.client == "confluent":
+        from streamimb.io.confluent import ConfluentSource
+
+        return ConfluentSource(config, topics, on_assign, on_revoke, on_lost)
+    return KafkaSource(config, topics, on_assign, on_revoke, on_lost)
 
 
 # --------------------------------------------------------------------------------------------- sink

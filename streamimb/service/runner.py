@@ -38,7 +38,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamimb import __version__
 from streamimb.config import EventSchema, ServiceConfig
@@ -46,7 +46,7 @@ from streamimb.decoding import EventDecoder
 from streamimb.errors import CheckpointError, DecodeError, SinkError, SourceError
 from streamimb.events import Alert, DeadLetter, DriftEvent, Event, Verdict
 from streamimb.io.files import JsonlSink
-from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord, topic_partitions
+from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord, open_source, topic_partitions
 from streamimb.labels import OUTCOMES, LabelJoiner
 from streamimb.pipeline import BatchResult, InputRecord, Pipeline
 from streamimb.processor import Processor
@@ -59,6 +59,9 @@ from streamimb.service.state import (
     config_hash,
     load_key,
 )
+
+if TYPE_CHECKING:
+    from streamimb.io.confluent import ConfluentSource
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +358,7 @@ class ServiceRunner:
         self.checkpoint_seconds = 0.0
         self.checkpoint_bytes: dict[int, int] = {}
         self.restored: dict[int, int] = {}
-        self.source: KafkaSource | None = None
+        self.source: KafkaSource | ConfluentSource | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -421,7 +424,7 @@ class ServiceRunner:
         alerts = AlertSinks(KafkaSink(self.kafka, self.kafka.alerts_topic), file_sink, self.extra_sinks)
         dead = KafkaSink(self.kafka, self.kafka.dead_letter_topic)
         self._alert_sinks, self._dead_sink = alerts, dead
-        self.source = source = KafkaSource(
+        self.source = source = open_source(
             self.kafka, topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         if self.telemetry is not None:
