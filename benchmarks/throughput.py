@@ -558,7 +558,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     if not args.no_kafka:
-        out.update(run_kafka(records[: args.e2e_events], args.e2e_repeats))
+        out.update(run_kafka(records[: args.e2e_events], args.e2e_repeats, args.client_rounds))
     if args.memory_events:
         print("memory", flush=True)
         out["memory"] = {
@@ -567,7 +567,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def run_kafka(records: list[bytes], repeats: int) -> dict[str, Any]:
+def run_kafka(records: list[bytes], repeats: int, client_rounds: int) -> dict[str, Any]:
     try:
         broker = Broker(records)
     except Exception as exc:  # no tansu binary, or it would not start
@@ -585,6 +585,7 @@ def run_kafka(records: list[bytes], repeats: int) -> dict[str, Any]:
         "confluent_consume": lambda: floor_confluent(broker, False),
     }
     runs: dict[str, list[Measurement]] = {k: [] for k in kinds}
+    pairs: list[tuple[Measurement, Measurement]] = []
     try:
         for r in range(repeats):
             for kind, fn in kinds.items():
@@ -593,9 +594,19 @@ def run_kafka(records: list[bytes], repeats: int) -> dict[str, Any]:
                     continue
                 runs[kind].append(m)
                 print(f"  e2e round {r + 1} {m.name:<40} {m.eps_wall:>9,.0f} events/s", flush=True)
+        for r in range(client_rounds if "batch_confluent" in {k for k, v in runs.items() if v} else 0):
+            # the two consumers back to back, in alternating order: a ratio within a round of the machine
+            first, second = ("batch", "batch_confluent") if r % 2 == 0 else ("batch_confluent", "batch")
+            got = {first: kinds[first](), second: kinds[second]()}
+            pairs.append((got["batch"], got["batch_confluent"]))
+            print(f"  client round {r + 1}: {got['batch_confluent'].eps_wall / got['batch'].eps_wall:.2f}x")
     finally:
         broker.stop()
-    return {"e2e": {k: median_wall(v) for k, v in runs.items() if v}, "e2e_events": len(records)}
+    return {
+        "e2e": {k: median_wall(v) for k, v in runs.items() if v},
+        "e2e_events": len(records),
+        "client_pairs": pairs,
+    }
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -690,10 +701,18 @@ def report(out: dict[str, Any]) -> str:
             fast = e2e["batch_confluent"].eps_wall
             lines.append(
                 f"- With `kafka.client: confluent` (librdkafka) streamimb batch mode runs at {fast:,.0f} "
-                f"events/s, {fast / e2e['batch'].eps_wall:.2f}x the kafka-python consumer, and reaches "
-                f"**{fast / e2e['confluent'].eps_wall:.0%} of the confluent-kafka floor** (goal: >= 80%); "
-                f"that floor is {e2e['confluent'].eps_wall / floor:.1f}x kafka-python's "
-                f"({1e6 / e2e['confluent'].eps_wall:.1f} vs {1e6 / floor:.1f} us/event)."
+                f"events/s and reaches **{fast / e2e['confluent'].eps_wall:.0%} of the confluent-kafka "
+                f"floor** (goal: >= 80%); that floor is {e2e['confluent'].eps_wall / floor:.1f}x "
+                f"kafka-python's ({1e6 / e2e['confluent'].eps_wall:.1f} vs {1e6 / floor:.1f} us/event)."
+            )
+        if out.get("client_pairs"):
+            ratios = client_ratios(out)
+            lines.append(
+                f"- Client against client, {len(ratios)} more rounds of the two batch-mode services back to "
+                "back (alternating which goes first): the confluent consumer gives "
+                f"**{float(np.median(ratios)):.2f}x** the kafka-python consumer's throughput (rounds: "
+                + ", ".join(f"{r:.2f}x" for r in ratios)
+                + ")."
             )
         lines.append("")
     elif "e2e_skipped" in out:
@@ -727,6 +746,11 @@ def round_ratios(out: dict[str, Any], other: str) -> list[float]:
     """Batch mode's throughput over ``other``'s, round by round (both measured side by side)."""
     runs = out["replay_all"]
     return [b.eps_cpu / o.eps_cpu for b, o in zip(runs["batch"], runs[other], strict=True)]
+
+
+def client_ratios(out: dict[str, Any]) -> list[float]:
+    """End to end, the confluent consumer's throughput over kafka-python's, round by round."""
+    return [fast.eps_wall / slow.eps_wall for slow, fast in out["client_pairs"]]
 
 
 def ratio(out: dict[str, Any], other: str) -> float:
@@ -767,15 +791,13 @@ def conclusions(out: dict[str, Any]) -> list[str]:
         + " (cProfile inflates pure-Python code: the decode and bookkeeping shares are upper bounds).",
     ]
     e2e = out.get("e2e", {})
-    if "batch" in e2e and "batch_confluent" in e2e:
-        slow, fast = 1e6 / e2e["batch"].eps_wall, 1e6 / e2e["batch_confluent"].eps_wall
+    if "batch" in e2e and "batch_confluent" in e2e and out.get("client_pairs"):
         lines.append(
-            f"- The confluent-kafka consumer (`kafka.client: confluent`) takes an event end to end from "
-            f"{slow:.1f} to {fast:.1f} us ({e2e['batch_confluent'].eps_wall / e2e['batch'].eps_wall:.2f}x "
-            f"the throughput): kafka-python spends {1e6 / e2e['floor_consume'].eps_wall:.1f} us/event "
-            "checking and parsing records in Python, librdkafka "
-            f"{1e6 / e2e['confluent_consume'].eps_wall:.1f} us. The rest is the pipeline's own processing, "
-            "which is why neither reaches 80% of its floor."
+            f"- The confluent-kafka consumer (`kafka.client: confluent`) gives "
+            f"{float(np.median(client_ratios(out))):.2f}x the end-to-end throughput (median of the client "
+            f"rounds): kafka-python spends {1e6 / e2e['floor_consume'].eps_wall:.1f} us/event checking and "
+            f"parsing records in Python, librdkafka {1e6 / e2e['confluent_consume'].eps_wall:.1f} us. The "
+            "rest is the pipeline's own processing, which is why neither reaches 80% of its floor."
         )
     if "memory" in out:
         lines.append(
@@ -797,6 +819,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved replay rounds")
     parser.add_argument("--e2e-events", type=int, default=None, help="events through the broker")
     parser.add_argument("--e2e-repeats", type=int, default=None)
+    parser.add_argument(
+        "--client-rounds", type=int, default=None, help="extra rounds: batch mode, kafka-python vs confluent"
+    )
     parser.add_argument("--profile-events", type=int, default=None)
     parser.add_argument("--memory-events", type=int, default=None, help="0: skip the memory run")
     parser.add_argument("--no-kafka", action="store_true", help="skip the broker runs")
@@ -810,6 +835,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "repeats": 1 if quick else 3,
         "e2e_events": 5_000 if quick else 40_000,
         "e2e_repeats": 1 if quick else 2,
+        "client_rounds": 2 if quick else 6,
         "profile_events": 3_000 if quick else 15_000,
         "memory_events": 20_000 if quick else 200_000,
     }

@@ -103,7 +103,10 @@ def group_generation(metadata: Any) -> int:
 
 
 class ConfluentSource(SourceLifecycle):
-    """``KafkaSource`` over confluent-kafka (see the module docstring); same constructor and methods."""
+    """``KafkaSource`` over confluent-kafka (see the module docstring); same constructor and methods.
+
+    Use it from one thread, as the runner does (librdkafka serves the callbacks on the polling thread).
+    """
 
     def __init__(
         self,
@@ -144,7 +147,8 @@ class ConfluentSource(SourceLifecycle):
         return ck.Consumer({**confluent_settings(self.config), "error_cb": self._on_error})
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Leave the group (``on_revoke`` runs first) and close the consumer. Idempotent."""
+        """Leave the group (``on_revoke`` runs first) and close the consumer. Idempotent. ``timeout_s`` is
+        not used: the binding's close takes none (with the brokers down it returns within seconds)."""
         if self._closed:
             return
         try:
