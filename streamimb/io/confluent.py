@@ -1,7 +1,7 @@
 """A consumer-group source over confluent-kafka (librdkafka), behind the interface of ``KafkaSource``.
 
 Chosen with ``kafka.client: confluent`` (install ``streamimb[confluent]``). kafka-python checks and parses
-every record in Python, which costs as much per event as the pipeline's own processing on small records;
+every record in Python, a third of what the default pipeline's processing costs per event;
 librdkafka does it in C (``benchmarks/throughput.py`` measures both). The source is the only part that
 changes: producers (alerts, dead letters: a small share of the events) stay on kafka-python.
 
