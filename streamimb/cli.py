@@ -56,6 +56,7 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "alerts_topic": args.alerts_topic,
         "dead_letter_topic": args.dead_letter_topic,
         "group_id": args.group_id,
+        "client": args.kafka_client,
     }
     service = {"max_events": args.max_events, "idle_timeout": args.idle_timeout}
     overrides: dict[str, Any] = {}
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-topic", metavar="T", help="topic alerts are published to (default: alerts)")
     p.add_argument("--dead-letter-topic", metavar="T", help="topic for bad records (default: dead-letters)")
     p.add_argument("--group-id", metavar="G", help="consumer group (default: streamimb)")
+    p.add_argument(
+        "--kafka-client",
+        choices=["kafka-python", "confluent"],
+        help="consumer client (default: kafka-python; confluent needs the streamimb[confluent] extra)",
+    )
     p.add_argument("--metrics-address", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz here")
     p.add_argument(
         "--max-events", type=int, metavar="N", help="stop after N event records (after committing)"

@@ -228,12 +228,12 @@ def consumed_total(metrics_url):
     return 0.0
 
 
-def test_cli_run_stops_gracefully_on_sigterm(kafka_broker, kafka_config, topics):
+def test_cli_run_stops_gracefully_on_sigterm(kafka_broker, client_config, topics):
     good, _ = events(3000, seed=4)
     produce_records(
         kafka_broker.bootstrap, topics["events"], good, keys=[str(i).encode() for i in range(3000)]
     )
-    group = kafka_config().group_id
+    group, client = client_config().group_id, client_config().client
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -252,6 +252,8 @@ def test_cli_run_stops_gracefully_on_sigterm(kafka_broker, kafka_config, topics)
         topics["dead"],
         "--group-id",
         group,
+        "--kafka-client",
+        client,
         "--metrics-address",
         f"127.0.0.1:{port}",
     ]
@@ -275,6 +277,6 @@ def test_cli_run_stops_gracefully_on_sigterm(kafka_broker, kafka_config, topics)
     assert summary["consumed"] > 0
     # what it committed is exactly what it consumed: a new member of the group reads the rest
     rest = ServiceRunner(
-        service_config(kafka_config, topics, service={"idle_timeout": 4}, kafka={"group_id": group})
+        service_config(client_config, topics, service={"idle_timeout": 4}, kafka={"group_id": group})
     ).run()
     assert summary["consumed"] + rest["consumed"] == 3000
