@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kafka_broker import fast_config, safe_topic_name, start_broker_or_skip
+from kafka_broker import CLIENTS, fast_config, require_client, safe_topic_name, start_broker_or_skip
 
 from streamimb.io.kafka import KafkaConfig
 from streamimb.service.broker import EmbeddedBroker
@@ -44,12 +44,8 @@ def kafka_config(kafka_broker: EmbeddedBroker) -> Callable[..., KafkaConfig]:
     return make
 
 
-CLIENTS = ["kafka-python", "confluent"]
-
-
 @pytest.fixture(params=CLIENTS)
 def client_config(request: pytest.FixtureRequest, kafka_config: Callable[..., KafkaConfig]):
     """``kafka_config`` once per consumer client (``kafka.client``): what holds for one holds for both."""
-    if request.param == "confluent":
-        pytest.importorskip("confluent_kafka")
+    require_client(request.param)
     return lambda **overrides: kafka_config(client=request.param, **overrides)

@@ -21,6 +21,15 @@ from streamimb.errors import BrokerError
 from streamimb.io.kafka import KafkaConfig, KafkaSource, RawRecord
 from streamimb.service.broker import EmbeddedBroker, resolve_binary
 
+CLIENTS = ["kafka-python", "confluent"]  # the values of ``kafka.client``: the source tests run on each
+
+
+def require_client(client: str) -> None:
+    """Skip the test when ``client``'s library is not installed (confluent-kafka is an optional extra)."""
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+
+
 FAST_GROUP_SETTINGS: dict[str, Any] = {
     "session_timeout_ms": 6_000,
     "heartbeat_interval_ms": 1_000,

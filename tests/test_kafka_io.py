@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kafka_broker import fast_config, poll_count, poll_until, start_broker_or_skip
+from kafka_broker import CLIENTS, fast_config, poll_count, poll_until, require_client, start_broker_or_skip
 from pydantic import ValidationError
 
 from streamimb.errors import SinkError, SourceError
@@ -28,7 +28,6 @@ from streamimb.service.broker import EmbeddedBroker
 kafka = pytest.mark.kafka
 TopicFactory = Callable[..., str]
 ConfigFactory = Callable[..., KafkaConfig]
-CLIENTS = ["kafka-python", "confluent"]
 
 
 # ------------------------------------------------------------------------------------ config (offline)
@@ -359,8 +358,7 @@ def test_sink_error_when_broker_down_then_recovers_with_a_new_producer() -> None
 @kafka
 @pytest.mark.parametrize("client", CLIENTS)
 def test_source_reports_disconnect_and_closes_promptly(client: str) -> None:
-    if client == "confluent":
-        pytest.importorskip("confluent_kafka")
+    require_client(client)
     broker = start_broker_or_skip(topics=["events"])
     produce_records(broker.bootstrap, "events", [b"1"])
     cfg = fast_config(broker.bootstrap, request_timeout_ms=2_000, client=client)

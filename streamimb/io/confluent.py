@@ -28,6 +28,8 @@ from streamimb.io.kafka import (
     RawRecord,
     SourceLifecycle,
     _any_server_reachable,
+    _CallbackRunner,
+    _sorted_partitions,
     checked_offsets,
     retrying,
 )
@@ -127,7 +129,7 @@ class ConfluentSource(SourceLifecycle):
         self._healthy = False
         self._down_since: float | None = None  # when librdkafka reported every broker down
         self._checked_at = 0.0
-        self._error: BaseException | None = None  # raised in a callback; re-raised by poll()
+        self._runner = _CallbackRunner(self)  # keeps a callback's error for poll() to re-raise
         self._assignment: list[Partition] = []
         self._generation = -1
         self._seeks: dict[Partition, int] | None = None  # seeks made while on_assign runs
@@ -186,16 +188,6 @@ class ConfluentSource(SourceLifecycle):
         return self._healthy and self._down_since is None
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), on the caller's thread) -------
-    def _call(self, callback: PartitionCallback | None, partitions: list[Partition]) -> None:
-        if callback is None:
-            return
-        try:
-            callback(partitions)
-        except BaseException as exc:  # re-raised by poll() on the caller's side of librdkafka
-            log.exception("rebalance callback %r failed", callback)
-            if self._error is None:
-                self._error = exc
-
     def _assigned(self, consumer: Any, tps: list[Any]) -> None:
         self._assignment = _sorted_partitions(tps)
         try:  # read here, on the polling thread: asked while another thread polls, librdkafka can block
@@ -204,7 +196,7 @@ class ConfluentSource(SourceLifecycle):
             self._generation = -1
         self._seeks = {}
         try:
-            self._call(self._on_assign, list(self._assignment))
+            self._runner.call(self._on_assign, tps)
             seeks = self._seeks
         finally:
             self._seeks = None
@@ -212,13 +204,13 @@ class ConfluentSource(SourceLifecycle):
 
     def _revoked(self, consumer: Any, tps: list[Any]) -> None:
         if tps:
-            self._call(self._on_revoke, _sorted_partitions(tps))
+            self._runner.call(self._on_revoke, tps)
         self._assignment = []
 
     def _lost(self, consumer: Any, tps: list[Any]) -> None:
         self._generation = -1
         if tps:
-            self._call(self._on_lost or self._on_revoke, _sorted_partitions(tps))
+            self._runner.call(self._on_lost or self._on_revoke, tps)
         self._assignment = []
 
     # -- consuming -------------------------------------------------------------------------------
@@ -243,7 +235,7 @@ class ConfluentSource(SourceLifecycle):
                     tuple(headers) if headers else (),
                 )
             )  # fmt: skip
-        if self._error is not None:  # undo this fetch so that nothing is skipped, then raise
+        if self._runner.error is not None:  # undo this fetch so that nothing is skipped, then raise
             self._rewind(out)
             self._raise_callback_error()
         if len(self._assignment) > 1:
@@ -345,20 +337,12 @@ class ConfluentSource(SourceLifecycle):
         return out
 
     # -- internals -------------------------------------------------------------------------------
-    def _raise_callback_error(self) -> None:
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
     def _with_retries(self, what: str, op: Callable[[], Any]) -> Any:
         errors = (ck.KafkaException, _Unreachable)
         result = retrying(self.config, what, op, errors, _retriable, self._unhealthy)
         if self._down_since is None:
             self._healthy = True
         return result
-
-    def _unhealthy(self) -> None:
-        self._healthy = False
 
 
 class _Unreachable(Exception):
@@ -369,7 +353,3 @@ def _retriable(exc: BaseException) -> bool:
     """An unreachable bootstrap, or a librdkafka error it flags as retriable."""
     error = exc.args[0] if exc.args else None
     return isinstance(exc, _Unreachable) or (hasattr(error, "retriable") and bool(error.retriable()))
-
-
-def _sorted_partitions(tps: Iterable[Any]) -> list[Partition]:
-    return sorted((tp.topic, tp.partition) for tp in tps)

@@ -94,8 +94,8 @@ class KafkaConfig(BaseModel):
     client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python",
         description="The consumer's client library: 'confluent' (librdkafka, `pip install "
-        "'streamimb[confluent]'`) parses records in C, several times faster than kafka-python; producers "
-        "stay on kafka-python.",
+        "'streamimb[confluent]'`) parses records in C, 1.4x the end-to-end throughput of kafka-python in "
+        "benchmarks/results/throughput.md; producers stay on kafka-python.",
     )
     client_id: str = "streamimb"
     group_id: str = "streamimb"
@@ -323,6 +323,8 @@ class SourceLifecycle:
     """What both consumer sources share: the context manager and the closed check."""
 
     _closed: bool
+    _healthy: bool
+    _runner: _CallbackRunner
 
     def close(self, timeout_s: float = 10.0) -> None:  # pragma: no cover - each source closes its own
         raise NotImplementedError
@@ -336,6 +338,14 @@ class SourceLifecycle:
     def _check_open(self) -> None:
         if self._closed:
             raise SourceError("the Kafka source is closed")
+
+    def _raise_callback_error(self) -> None:
+        error, self._runner.error = self._runner.error, None
+        if error is not None:
+            raise error
+
+    def _unhealthy(self) -> None:
+        self._healthy = False
 
     @staticmethod
     def _topic_list(topics: Sequence[str]) -> list[str]:
@@ -529,12 +539,14 @@ class _CallbackRunner:
     ``poll()`` stays blocked meanwhile, so the callback never runs concurrently with user code.
     """
 
-    def __init__(self, source: KafkaSource) -> None:
+    def __init__(self, source: Any) -> None:
         self._source = source
         self.error: BaseException | None = None
         self.worker: threading.Thread | None = None
 
     def call(self, callback: PartitionCallback | None, tps: Iterable[TopicPartition]) -> None:
+        """Run ``callback`` on the sorted partitions; keep its first error for the caller's poll()
+        (``tps``: any topic-partition objects, kafka-python's or confluent-kafka's)."""
         if callback is None:
             return
         try:
@@ -786,18 +798,10 @@ class KafkaSource(SourceLifecycle):
             worker.join()
             self._runner.worker = None
 
-    def _raise_callback_error(self) -> None:
-        error, self._runner.error = self._runner.error, None
-        if error is not None:
-            raise error
-
     def _with_retries(self, what: str, op: Callable[[], Any]) -> Any:
         result = retrying(self.config, what, op, (kerrors.KafkaError,), _is_retriable, self._unhealthy)
         self._healthy = True
         return result
-
-    def _unhealthy(self) -> None:
-        self._healthy = False
 
 
 def open_source(
