@@ -1,8 +1,9 @@
 """Scale-out: service processes in one consumer group share the partitions; state moves with its partition.
 
-Three real processes (``python -m streamimb run``) join one group mid-stream while events keep arriving; one
-leaves gracefully (SIGTERM) and one is killed (SIGKILL). Every partition's model must end up having learned
-every event of its partition exactly once, whichever processes held it on the way.
+Three real processes (``python -m streamimb run``, once with each consumer client) join one group mid-stream
+while events keep arriving; one leaves gracefully (SIGTERM) and one is killed (SIGKILL). Every partition's
+model must end up having learned every event of its partition exactly once, whichever processes held it on
+the way, and the checkpoints' group generation must have grown.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PARTITIONS = 6
 
 
 def test_three_processes_join_and_leave_mid_stream(
-    kafka_broker, kafka_config, topic_factory, tmp_path, monkeypatch
+    kafka_broker, client_config, topic_factory, tmp_path, monkeypatch
 ):
     topics = {
         "events_topic": topic_factory(PARTITIONS, "events"),
@@ -50,7 +51,7 @@ def test_three_processes_join_and_leave_mid_stream(
 
     producer = threading.Thread(target=stream, daemon=True)
     producer.start()
-    kafka = kafka_config(max_poll_records=50, session_timeout_ms=3000, heartbeat_interval_ms=500, **topics)
+    kafka = client_config(max_poll_records=50, session_timeout_ms=3000, heartbeat_interval_ms=500, **topics)
     config_path = write_service_config(
         tmp_path / "svc.yaml", kafka.model_dump(mode="json"), tmp_path / "state"
     )
