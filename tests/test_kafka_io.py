@@ -155,6 +155,48 @@ def test_lag_commit_and_restarted_consumer_resumes_from_committed_offset(
     assert [r.offset for r in rest] == list(range(30, 100))
 
 
+class _CallLog:
+    """Stands in for a client's consumer: passes every call on and keeps its name and keyword arguments."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer, self.calls = consumer, []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._consumer, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@kafka
+def test_lag_is_read_from_the_client_without_asking_the_broker(
+    topic_factory: TopicFactory, client_config: ConfigFactory
+) -> None:
+    """The service reads the lag after every batch: it must not cost a request. A partition without a
+    position yet (here: an empty one; in the service: one just assigned) used to send the confluent source to
+    the broker for its committed offset and watermarks, which stalled a service for the request timeout."""
+    topic = topic_factory(partitions=2)
+    produce_records(client_config(), topic, _values(40), partition=0)  # partition 1 stays empty
+    with open_source(client_config(), [topic]) as source:
+        poll_until(source, lambda recs: len(recs) >= 10, max_records=10)
+        time.sleep(0.5)  # both partitions fetched at least once
+        consumer, source._consumer = source._consumer, _CallLog(source._consumer)
+        try:
+            lag = source.lag()
+            calls = source._consumer.calls
+        finally:
+            source._consumer = consumer
+    assert lag[(topic, 0)] == 30 and lag.get((topic, 1), 0) == 0
+    local = {"assignment", "highwater", "position", "get_watermark_offsets"}
+    assert calls and {name for name, _ in calls} <= local
+    assert all(kw.get("cached") for name, kw in calls if name == "get_watermark_offsets")
+
+
 @kafka
 def test_seek_and_seek_from_on_assign_for_checkpoint_resume(
     topic_factory: TopicFactory, client_config: ConfigFactory

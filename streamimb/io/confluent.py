@@ -323,7 +323,12 @@ class ConfluentSource(SourceLifecycle):
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in found}
 
     def lag(self) -> dict[Partition, int]:
-        """Records behind the highwater mark per assigned partition (those fetched at least once)."""
+        """Records behind the highwater mark per assigned partition (those fetched since assigned).
+
+        Read from the client's own state, with no request to the brokers: the service asks after every
+        batch. A partition just assigned keeps the highwater of an earlier assignment until its first fetch,
+        but has no position yet; it is left out until then.
+        """
         self._check_open()
         out: dict[Partition, int] = {}
         for topic, part in self._assignment:
@@ -331,8 +336,8 @@ class ConfluentSource(SourceLifecycle):
             _, highwater = self._consumer.get_watermark_offsets(tp, cached=True)
             if highwater < 0:  # not fetched yet
                 continue
-            position = self.position(topic, part)
-            if position is not None:
+            position = self._with_retries("position", lambda tp=tp: self._consumer.position([tp]))[0].offset
+            if position >= 0:
                 out[(topic, part)] = max(highwater - position, 0)
         return out
 
