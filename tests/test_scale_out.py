@@ -1,7 +1,8 @@
 """Scale-out: service processes in one consumer group share the partitions; state moves with its partition.
 
-Three real processes (``python -m streamimb run``, once with each consumer client) join one group mid-stream
-while events keep arriving; one leaves gracefully (SIGTERM) and one is killed (SIGKILL). Every partition's
+Three real processes (``python -m streamimb run``: all on kafka-python, all on confluent-kafka, or one on
+kafka-python and two on confluent, as in a rolling switch of clients) join one group mid-stream while events
+keep arriving; one leaves gracefully (SIGTERM) and one is killed (SIGKILL). Every partition's
 model must end up having learned every event of its partition exactly once, whichever processes held it on
 the way, and the checkpoints' group generation must have grown.
 """
@@ -13,6 +14,8 @@ import signal
 import threading
 import time
 
+import pytest
+from kafka_broker import require_client
 from test_checkpoint_service import KEY, make_events, store_of
 from test_fault_kill import free_port, log_tail, scrape, start_service, wait_consuming, write_service_config
 
@@ -24,9 +27,20 @@ from streamimb.service.state import FileCheckpointStore, SnapshotCodec, config_h
 PARTITIONS = 6
 
 
+# Each process's consumer client (``--kafka-client``); the mixed group is a rolling switch of clients.
+GROUPS = {
+    "kafka-python": {"a": "kafka-python", "b": "kafka-python", "c": "kafka-python"},
+    "confluent": {"a": "confluent", "b": "confluent", "c": "confluent"},
+    "mixed": {"a": "kafka-python", "b": "confluent", "c": "confluent"},
+}
+
+
+@pytest.mark.parametrize("clients", list(GROUPS.values()), ids=list(GROUPS))
 def test_three_processes_join_and_leave_mid_stream(
-    kafka_broker, client_config, topic_factory, tmp_path, monkeypatch
+    kafka_broker, kafka_config, topic_factory, tmp_path, monkeypatch, clients
 ):
+    for client in set(clients.values()):
+        require_client(client)
     topics = {
         "events_topic": topic_factory(PARTITIONS, "events"),
         "alerts_topic": topic_factory(1, "alerts"),
@@ -51,7 +65,7 @@ def test_three_processes_join_and_leave_mid_stream(
 
     producer = threading.Thread(target=stream, daemon=True)
     producer.start()
-    kafka = client_config(max_poll_records=50, session_timeout_ms=3000, heartbeat_interval_ms=500, **topics)
+    kafka = kafka_config(max_poll_records=50, session_timeout_ms=3000, heartbeat_interval_ms=500, **topics)
     config_path = write_service_config(
         tmp_path / "svc.yaml", kafka.model_dump(mode="json"), tmp_path / "state"
     )
@@ -61,7 +75,9 @@ def test_three_processes_join_and_leave_mid_stream(
         for group in (("a",), ("b", "c")):  # a first, then b and c join while a consumes
             for name in group:
                 ports[name] = free_port()
-                procs[name] = start_service(config_path, ports[name], "--idle-timeout", "6")
+                procs[name] = start_service(
+                    config_path, ports[name], "--idle-timeout", "6", "--kafka-client", clients[name]
+                )
             for name in group:
                 assert wait_consuming(ports[name], procs[name], 60), f"process {name} never consumed"
         assert producer.is_alive(), "the stream ended before the third process joined"
