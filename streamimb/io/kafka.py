@@ -94,7 +94,7 @@ class KafkaConfig(BaseModel):
     client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python",
         description="The consumer's client library: 'confluent' (librdkafka, `pip install "
-        "'streamimb[confluent]'`) parses records in C, 1.4x the end-to-end throughput of kafka-python in "
+        "'streamimb[confluent]'`) parses records in C, 1.3-1.4x the end-to-end throughput of kafka-python in "
         "benchmarks/results/throughput.md; producers stay on kafka-python.",
     )
     client_id: str = "streamimb"
