@@ -82,6 +82,23 @@ def service_config(batch: bool, **extra: Any) -> ServiceConfig:
     return ServiceConfig.model_validate({"schema": SCHEMA, "model": {"batch": batch}, **extra})
 
 
+def pipeline_of(cfg: ServiceConfig) -> tuple[Pipeline, Processor]:
+    """A fresh pipeline for ``cfg`` on the card stream's classes, and its Processor."""
+    processor = Processor(cfg.model, positive="1", classes=["0", "1"])
+    return Pipeline(processor, EventDecoder(cfg.event_schema)), processor
+
+
+def bench_inputs(records: list[bytes], offset: int = 0) -> list[InputRecord]:
+    """Raw records as a source hands them to ``Pipeline.handle``, numbered from ``offset``."""
+    return [InputRecord(r, None, None, "bench", 0, offset + i) for i, r in enumerate(records)]
+
+
+def handle_all(pipeline: Pipeline, inputs: list[InputRecord]) -> None:
+    """``Pipeline.handle`` over ``inputs`` in batches of ``BATCH``."""
+    for k in range(0, len(inputs), BATCH):
+        pipeline.handle(inputs[k : k + BATCH])
+
+
 @dataclass
 class Measurement:
     name: str
@@ -129,16 +146,12 @@ class Replay:
 
 def streamimb_replay(batch: bool, n: int) -> Replay:
     """``Pipeline.handle`` over batches of raw JSON records; latency = batch start to the event's verdict."""
-    cfg = service_config(batch)
-    processor = Processor(cfg.model, positive="1", classes=["0", "1"])
-    pipeline = Pipeline(processor, EventDecoder(cfg.event_schema))
+    pipeline, _ = pipeline_of(service_config(batch))
 
     def handle(records: list[bytes], offset: int) -> list[float]:
         out: list[float] = []
         for k in range(0, len(records), BATCH):
-            chunk = records[k : k + BATCH]
-            inputs = [InputRecord(r, None, None, "bench", 0, offset + k + i) for i, r in enumerate(chunk)]
-            lat = pipeline.handle(inputs).latencies
+            lat = pipeline.handle(bench_inputs(records[k : k + BATCH], offset + k)).latencies
             out += lat if batch else np.cumsum(lat).tolist()
         return out
 
@@ -453,14 +466,11 @@ def _component(key: tuple[str, int, str]) -> str | None:
 
 def profile_components(records: list[bytes], batch: bool, wall_us: float) -> list[tuple[str, float, float]]:
     """Share of the pipeline's time per component: callees of Processor/Pipeline, by caller attribution."""
-    cfg = service_config(batch)
-    processor = Processor(cfg.model, positive="1", classes=["0", "1"])
-    pipeline = Pipeline(processor, EventDecoder(cfg.event_schema))
-    inputs = [InputRecord(r, None, None, "bench", 0, i) for i, r in enumerate(records)]
+    pipeline, _ = pipeline_of(service_config(batch))
+    inputs = bench_inputs(records)
     profiler = cProfile.Profile()
     profiler.enable()
-    for k in range(0, len(inputs), BATCH):
-        pipeline.handle(inputs[k : k + BATCH])
+    handle_all(pipeline, inputs)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = 0.0
@@ -490,12 +500,9 @@ def compiled_time(records: list[bytes], warmup: int) -> dict[str, float]:
     """
     from numba.core.dispatcher import Dispatcher
 
-    cfg = service_config(True)
-    processor = Processor(cfg.model, positive="1", classes=["0", "1"])
-    pipeline = Pipeline(processor, EventDecoder(cfg.event_schema))
-    inputs = [InputRecord(r, None, None, "bench", 0, i) for i, r in enumerate(records)]
-    for k in range(0, warmup, BATCH):
-        pipeline.handle(inputs[k : k + BATCH])
+    pipeline, _ = pipeline_of(service_config(True))
+    inputs = bench_inputs(records)
+    handle_all(pipeline, inputs[:warmup])
     spent = [0, 0]  # ns inside kernels, calls
     clock = time.thread_time_ns
 
@@ -522,8 +529,7 @@ def compiled_time(records: list[bytes], warmup: int) -> dict[str, float]:
         for module, name, kernel in patched:
             setattr(module, name, timed(kernel))
         started = clock()
-        for k in range(0, len(measured), BATCH):
-            pipeline.handle(measured[k : k + BATCH])
+        handle_all(pipeline, measured)
         total = clock() - started
     finally:
         for module, name, kernel in patched:
@@ -553,8 +559,7 @@ def memory_profile(n: int, keep_history: bool, seed: int = 7) -> list[tuple[int,
     cfg = ServiceConfig.model_validate(
         {"schema": SCHEMA, "model": {"batch": True, "evaluation": {"keep_history": keep_history}}}
     )
-    processor = Processor(cfg.model, positive="1", classes=["0", "1"])
-    pipeline = Pipeline(processor, EventDecoder(cfg.event_schema))
+    pipeline, processor = pipeline_of(cfg)
     stream = iter(CardStream(seed=seed))
     points = []
     done = 0
@@ -830,17 +835,23 @@ def ratio(out: dict[str, Any], other: str) -> float:
     return float(np.median(round_ratios(out, other)))
 
 
+def floor_goals(e2e: dict[str, Measurement]) -> dict[str, bool]:
+    """Per consumer client measured: whether streamimb batch mode reached 80% of that client's floor."""
+    clients = (("kafka-python", "batch", "floor"), ("confluent", "batch_confluent", "confluent"))
+    return {
+        name: e2e[kind].eps_wall >= 0.8 * e2e[floor].eps_wall
+        for name, kind, floor in clients
+        if kind in e2e and floor in e2e
+    }
+
+
 def goals(out: dict[str, Any]) -> str:
     rp, e2e = out["replay"], out.get("e2e", {})
     checks = [
         ("10x plain river", ratio(out, "river") >= 10),
         ("50,000 events/s", rp["batch"].eps_cpu >= 50_000),
     ]
-    clients = (("kafka-python", "batch", "floor"), ("confluent", "batch_confluent", "confluent"))
-    for name, kind, floor in clients:
-        if kind in e2e and floor in e2e:
-            met = e2e[kind].eps_wall >= 0.8 * e2e[floor].eps_wall
-            checks.append((f"80% of the client floor ({name})", met))
+    checks += [(f"80% of the client floor ({name})", met) for name, met in floor_goals(e2e).items()]
     return ", ".join(f"{name} **{'met' if ok else 'not met'}**" for name, ok in checks)
 
 
@@ -869,7 +880,12 @@ def conclusions(out: dict[str, Any]) -> list[str]:
             f"{float(np.median(client_ratios(out))):.2f}x the end-to-end throughput (median of the client "
             f"rounds): kafka-python spends {1e6 / e2e['floor_consume'].eps_wall:.1f} us/event checking and "
             f"parsing records in Python, librdkafka {1e6 / e2e['confluent_consume'].eps_wall:.1f} us. The "
-            "rest is the pipeline's own processing, which is why neither reaches 80% of its floor."
+            "rest is the pipeline's own processing"
+            + (
+                ", which is why neither reaches 80% of its floor."
+                if not any(floor_goals(e2e).values())
+                else "."
+            )
         )
     kernels = out["compiled"]["kernel_us"]
     budgets = [

@@ -8,11 +8,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from streamimb import __version__
 from streamimb.config import ServiceConfig, dump_config, load_config
 from streamimb.errors import StreamimbError
+from streamimb.io.kafka import ConsumerClient
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> ServiceConfig:
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-id", metavar="G", help="consumer group (default: streamimb)")
     p.add_argument(
         "--kafka-client",
-        choices=["kafka-python", "confluent"],
+        choices=get_args(ConsumerClient),
         help="consumer client (default: kafka-python; confluent needs the streamimb[confluent] extra)",
     )
     p.add_argument("--metrics-address", metavar="HOST:PORT", help="serve /metrics, /healthz, /readyz here")

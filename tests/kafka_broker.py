@@ -13,15 +13,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from streamimb.errors import BrokerError
-from streamimb.io.kafka import KafkaConfig, KafkaSource, RawRecord
+from streamimb.io.kafka import ConsumerClient, KafkaConfig, KafkaSource, RawRecord
 from streamimb.service.broker import EmbeddedBroker, resolve_binary
 
-CLIENTS = ["kafka-python", "confluent"]  # the values of ``kafka.client``: the source tests run on each
+CLIENTS = list(get_args(ConsumerClient))  # the values of ``kafka.client``: the source tests run on each
 
 
 def require_client(client: str) -> None:
