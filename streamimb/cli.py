@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
 
@@ -27,21 +28,63 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from streamimb.logs import setup_logging
     from streamimb.replay import format_summary, replay
 
     config = _load(args)
-    report = replay(args.input, config, label=args.label, alerts_path=args.alerts, progress=not args.quiet)
-    print(format_summary(report))
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
-        print(f"\nreport written to {args.report}")
+    setup_logging(config.logging.format, "WARNING" if args.quiet else config.logging.level)
+    with _replay_metrics(args.metrics_address, config) as telemetry:
+        report = replay(
+            args.input,
+            config,
+            label=args.label,
+            alerts_path=args.alerts,
+            progress=not args.quiet,
+            telemetry=telemetry,
+        )
+        print(format_summary(report))
+        if args.report:
+            Path(args.report).write_text(
+                json.dumps(report, indent=2, default=_json_default), encoding="utf-8"
+            )
+            print(f"\nreport written to {args.report}")
+        if telemetry is not None and args.hold:
+            _hold(f"replay done; metrics stay at http://{args.metrics_address}/metrics until Ctrl-C")
     return 0
+
+
+@contextmanager
+def _replay_metrics(address: str | None, config: ServiceConfig) -> Iterator[Any]:
+    """The service's instruments, served at ``address`` while the replay runs (None: no server)."""
+    if address is None:
+        yield None
+        return
+    from streamimb.service.telemetry import MetricsServer, stream_telemetry
+
+    telemetry = stream_telemetry(config.event_schema.classes or ())
+    with MetricsServer(address, telemetry) as server:
+        print(f"metrics on http://{server.address}/metrics", file=sys.stderr)
+        yield telemetry
+
+
+def _hold(message: str) -> None:
+    """Block until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    print(message, file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    stop.wait()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamimb.demo import run_demo
     from streamimb.logs import setup_logging
+    from streamimb.service.broker import resolve_binary
 
+    resolve_binary()  # the embedded broker is an optional extra: say how to get it before anything starts
     setup_logging("text", "WARNING")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # the client's event-loop timing notes
     run_demo(duration=args.duration, rate=args.rate, metrics_port=args.metrics_port)
@@ -94,8 +137,9 @@ def _run_watch(config: ServiceConfig) -> dict[str, Any]:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streamimb.service.broker import serve
+    from streamimb.service.broker import resolve_binary, serve
 
+    resolve_binary()
     return serve(port=args.port, topics=args.topics or (), partitions=args.partitions)
 
 
@@ -120,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--alerts", help="append alerts as JSON lines here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz here while the replay runs (the service's instruments)",
+    )
+    p.add_argument(
+        "--hold", action="store_true", help="with --metrics-address: keep serving after the end until Ctrl-C"
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(

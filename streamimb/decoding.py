@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -26,6 +26,13 @@ from streamimb.errors import DecodeError
 from streamimb.events import Event, FeatureValue
 
 LABEL_CANDIDATES = ("label", "y", "class", "Class", "target", "Churn")
+SERVICE_SCHEMA_DEFAULTS = {"id": "id", "time": "time", "label": "label"}
+ID_CANDIDATES = ("id", "event_id", "uuid", "transaction_id")
+ID_NAMES = frozenset({"id", "uuid", "guid"})
+TIME_NAMES = frozenset(
+    {"time", "ts", "timestamp", "event_time", "eventtime", "datetime", "date", "created", "unix_time"}
+)
+TIME_SUFFIXES = ("_time", "_ts", "_at", "_date", "_timestamp", "_datetime")
 MAX_FIELDS = 10_000
 # A JSON object of fewer bytes than this cannot hold more than MAX_FIELDS fields (each takes >= 4 bytes).
 _FAST_MAX_BYTES = 4 * MAX_FIELDS
@@ -165,7 +172,7 @@ class EventDecoder:
         self.__dict__.update(state)
         self._fast = None if self._auto_numeric else self._fast_decoder()
 
-    def decode_json(self, raw: bytes | str, row: int = -1) -> Event:
+    def decode_json(self, raw: bytes | str, row: int | str = -1) -> Event:
         """Decode one JSON object; the size limit is the caller's (sources know their record size).
 
         With explicit numeric columns the schema's columns are read by a typed msgspec decoder (other
@@ -188,7 +195,7 @@ class EventDecoder:
             raise DecodeError("not_an_object", f"a JSON {type(record).__name__}, not an object")
         return self.decode(record, row)
 
-    def _decode_typed(self, values: tuple, row: int) -> Event:
+    def _decode_typed(self, values: tuple, row: int | str) -> Event:
         """``decode`` of the typed decoder's values, which are valid feature values as they are (an absent
         column is None, as ``record.get`` gives it); labels seen before come from a small cache."""
         features = dict(zip(self._features_at, values))  # noqa: B905 (up to the last feature; a keyword costs)
@@ -214,7 +221,7 @@ class EventDecoder:
             str(key) if key is not None else None,
         )
 
-    def decode(self, record: Mapping[str, Any], row: int = -1) -> Event:
+    def decode(self, record: Mapping[str, Any], row: int | str = -1) -> Event:
         if len(record) > MAX_FIELDS:
             raise DecodeError("too_many_fields", f"{len(record)} fields")
         schema = self.schema
@@ -282,44 +289,117 @@ def _category(name: str, value: Any) -> str | None:
     return str(value)
 
 
+#: Numbers beyond this magnitude are dead-lettered (``bad_number``): no measured quantity is that large, and
+#: the models' arithmetic overflows on them (river's HalfSpaceTrees raises OverflowError near 1e200).
+MAX_ABS_NUMBER = 1e100
+#: Event ids and labels longer than this are dead-lettered (``bad_type``): they would bloat alerts and state.
+MAX_ID_CHARS = 1024
+
+
+class GuardedDecoder:
+    """An EventDecoder whose every failure is a DecodeError, and which refuses numbers that break models.
+
+    Turns stray exceptions on hostile input (integers too large for a float, JSON numbers with thousands
+    of digits, deep nesting) into dead-letter reasons, and refuses magnitudes above :data:`MAX_ABS_NUMBER`
+    and ids longer than :data:`MAX_ID_CHARS`.
+
+    >>> d = GuardedDecoder(EventDecoder(EventSchema(id="id")))
+    >>> d.decode_json(b'{"id": "a", "x": 1e300}')
+    Traceback (most recent call last):
+    ...
+    streamimb.errors.DecodeError: bad_number: field 'x': 1e+300 is out of range (|x| > 1e+100)
+    >>> d.decode_json(b'{"id": "a", "x": 1' + b'0' * 400 + b'}').features
+    Traceback (most recent call last):
+    ...
+    streamimb.errors.DecodeError: non_finite: field 'x': an integer of 401 digits
+    >>> d.decode_json(b'{"id": "a", "x": 1, "note": "\\xff"}'.decode("unicode_escape").encode("latin-1"))
+    Traceback (most recent call last):
+    ...
+    streamimb.errors.DecodeError: malformed_json: not valid UTF-8 at byte 29
+    """
+
+    def __init__(self, inner: EventDecoder, max_abs: float = MAX_ABS_NUMBER) -> None:
+        if inner.max_abs != max_abs:  # the decoder checks the range itself (its typed path at no cost)
+            inner = EventDecoder(inner.schema, inner.require_label, max_abs)
+        self.inner = inner
+        self.max_abs = max_abs
+
+    def decode_json(self, raw: bytes | str, row: int | str = -1) -> Event:
+        if isinstance(raw, bytes) and not raw.isascii():  # the typed decoder skips unused fields unread
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecodeError("malformed_json", f"not valid UTF-8 at byte {exc.start}") from None
+        return self._guard(self.inner.decode_json, raw, row)
+
+    def decode(self, record: Any, row: int | str = -1) -> Event:
+        return self._guard(self.inner.decode, record, row)
+
+    def _guard(self, fn: Callable[..., Event], arg: Any, row: int | str) -> Event:
+        try:
+            event = fn(arg, row=row)
+        except DecodeError:
+            raise
+        except RecursionError:
+            raise DecodeError("malformed_json", "nested too deeply") from None
+        except OverflowError as exc:
+            raise DecodeError("bad_number", str(exc)[:200]) from None
+        except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+            reason = "bad_number" if "digits" in str(exc) else "malformed_json"
+            raise DecodeError(reason, str(exc)[:200]) from None
+        except (TypeError, AttributeError, KeyError) as exc:
+            raise DecodeError("bad_type", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if len(event.id) > MAX_ID_CHARS:
+            raise DecodeError("bad_type", f"event id longer than {MAX_ID_CHARS} characters")
+        if event.label is not None and len(event.label) > MAX_ID_CHARS:
+            raise DecodeError("bad_type", f"label longer than {MAX_ID_CHARS} characters")
+        return event
+
+
 def infer_schema(
     records: Iterable[Mapping[str, Any]], base: EventSchema | None = None, max_categories: int = 64
 ) -> EventSchema:
     """Fill in what a schema leaves open from a sample of records.
 
-    The label is the first column named like a label (``label``, ``y``, ``class``, ``Class``, ``target``,
-    ``Churn``); columns whose non-missing values are at least 95% numbers are numeric; other columns with at
-    most ``max_categories`` distinct values are categorical; the rest (free text, ids) are dropped. The
-    positive class is the rarer label value.
+    - label: the first column named like a label (``label``, ``y``, ``class``, ``Class``, ``target``,
+      ``Churn``); the positive class is its rarer value;
+    - id: the first column named ``id``, ``event_id``, ``uuid`` or ``transaction_id``;
+    - event time: the first column named like a time (``time``, ``ts``, ``timestamp``, ``event_time``,
+      ``date``, ``*_at``, ``*_time``, ...) whose values parse as times, else the first column of date
+      strings; an ever-growing number is never a feature, so other such columns are dropped;
+    - features: columns whose non-missing values are at least 95% numbers are numeric; other columns with
+      at most ``max_categories`` distinct values are categorical. Id-like columns (``*_id``) and the rest
+      (free text, high-cardinality strings) are dropped and listed in ``drop``.
 
-    >>> rows = [{"amount": "1.5", "kind": "a", "Class": "0"}, {"amount": "2", "kind": "b", "Class": "1"},
-    ...         {"amount": "3", "kind": "a", "Class": "0"}]
+    >>> rows = [{"amount": "1.5", "kind": "a", "Class": "0", "ts": "1700000000"},
+    ...         {"amount": "2", "kind": "b", "Class": "1", "ts": "1700000060"},
+    ...         {"amount": "3", "kind": "a", "Class": "0", "ts": "1700000120"}]
     >>> s = infer_schema(rows)
-    >>> s.label, s.numeric, s.categorical, s.positive_class
-    ('Class', ['amount'], ['kind'], '1')
+    >>> s.label, s.time, s.numeric, s.categorical, s.positive_class
+    ('Class', 'ts', ['amount'], ['kind'], '1')
     """
     base = base or EventSchema()
     rows = list(records)
-    columns: list[str] = []
-    for r in rows:
-        for c in r:
-            if c not in columns:
-                columns.append(c)
+    columns: list[str] = list(dict.fromkeys(c for r in rows for c in r))
+    present = {c: [v for r in rows if _present(v := r.get(c))] for c in columns}
     label = base.label or next((c for c in LABEL_CANDIDATES if c in columns), None)
-    reserved = {base.id, base.time, label, base.key, *base.drop} - {None}
-    numeric, categorical = [], []
+    event_id = base.id or next((c for c in ID_CANDIDATES if c in columns), None)
+    time_like = [c for c in columns if _looks_like_time(c, present[c])]
+    event_time = base.time or next(iter(time_like), None)
+    reserved = {event_id, event_time, label, base.key, *base.drop} - {None}
+    numeric, categorical, dropped = [], [], []
     for column in columns:
-        if column in reserved:
+        values = present[column]
+        if column in reserved or not values:
             continue
-        values = [r.get(column) for r in rows]
-        present = [v for v in values if v not in (None, "") and not (isinstance(v, str) and not v.strip())]
-        if not present:
-            continue
-        n_numeric = sum(1 for v in present if _is_number(v))
-        if n_numeric >= 0.95 * len(present):
+        if column in time_like or _looks_like_id(column):
+            dropped.append(column)
+        elif sum(1 for v in values if _is_number(v)) >= 0.95 * len(values):
             numeric.append(column)
-        elif len({str(v) for v in present}) <= max_categories:
+        elif len({str(v) for v in values}) <= max_categories:
             categorical.append(column)
+        else:
+            dropped.append(column)
     positive = base.positive_class
     if positive is None and label is not None:
         counts: dict[str, int] = {}
@@ -331,14 +411,66 @@ def infer_schema(
                 counts[value] = counts.get(value, 0) + 1
         if len(counts) >= 2:
             positive = min(counts, key=lambda c: (counts[c], c))
+    declared = base.numeric is not None or base.categorical is not None
     return base.model_copy(
         update={
             "label": label,
+            "id": event_id,
+            "time": event_time,
             "numeric": base.numeric if base.numeric is not None else numeric,
             "categorical": base.categorical if base.categorical is not None else categorical,
+            "drop": base.drop if declared else [*base.drop, *dropped],
             "positive_class": positive,
         }
     )
+
+
+def service_schema(schema: EventSchema) -> EventSchema:
+    """Default field names for JSON events when the config names none: ``id``, ``time``, ``label``."""
+    update = {k: v for k, v in SERVICE_SCHEMA_DEFAULTS.items() if getattr(schema, k) is None}
+    return schema.model_copy(update=update) if update else schema
+
+
+def describe_schema(schema: EventSchema) -> str:
+    """One line that says which columns play which part (logged by the service, printed by replay).
+
+    >>> describe_schema(EventSchema(id="id", time="ts", label="y", numeric=["a", "b"], categorical=["c"],
+    ...                             drop=["card_id"]))
+    "label 'y', id 'id', event time 'ts'; 2 numeric ['a', 'b'], 1 categorical ['c']; left out ['card_id']"
+    """
+    numeric, categorical = schema.numeric or [], schema.categorical or []
+    return (
+        f"label {schema.label!r}, id {schema.id!r}, event time {schema.time!r}; "
+        f"{len(numeric)} numeric {numeric}, {len(categorical)} categorical {categorical}; "
+        f"left out {schema.drop}"
+    )
+
+
+def _present(value: Any) -> bool:
+    return value not in (None, "") and not (isinstance(value, str) and not value.strip())
+
+
+def _looks_like_time(column: str, values: list[Any]) -> bool:
+    """A column named like a time whose values parse as times, or one of date strings (not numbers)."""
+    if not values:
+        return False
+    name = column.lower()
+    named = name in TIME_NAMES or name.endswith(TIME_SUFFIXES)
+    if not named and not all(isinstance(v, str) and not _is_number(v) for v in values):
+        return False
+    return sum(map(_parses_as_time, values)) >= 0.95 * len(values)
+
+
+def _parses_as_time(value: Any) -> bool:
+    try:
+        return parse_time(value) is not None
+    except DecodeError:
+        return False
+
+
+def _looks_like_id(column: str) -> bool:
+    """``uuid``, ``account_id``, ``accountId``: an identifier, never a measured quantity."""
+    return column.lower() in ID_NAMES or column.lower().endswith("_id") or column.endswith("Id")
 
 
 def _is_number(value: Any) -> bool:

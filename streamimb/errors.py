@@ -24,6 +24,10 @@ class SourceError(StreamimbError):
     """A source (file, Kafka, Prometheus) failed."""
 
 
+class BrokerAuthError(SourceError):
+    """The broker refused this client's credentials or permissions: retrying will not help."""
+
+
 class SinkError(StreamimbError):
     """A sink (alerts topic, file, Alertmanager) failed to deliver."""
 

@@ -10,6 +10,7 @@ processed as soon as it is decoded and its latency is its own decode and process
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from streamimb.decoding import EventDecoder
 from streamimb.errors import DecodeError
 from streamimb.events import Alert, DeadLetter, DriftEvent, Event, Verdict
 from streamimb.processor import Processor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,6 +36,7 @@ class InputRecord:
     partition: int = 0
     offset: int = -1
     key: bytes | None = None
+    fallback_id: str | None = None  # the event's id when the record has none (default: the offset)
 
 
 @dataclass
@@ -71,10 +75,11 @@ class Pipeline:
         try:
             if rec.error is not None:
                 raise rec.error
+            row = rec.offset if rec.fallback_id is None else rec.fallback_id
             if rec.record is not None:
-                event = self.decoder.decode(rec.record, row=rec.offset)
+                event = self.decoder.decode(rec.record, row=row)
             else:
-                event = self.decoder.decode_json(rec.raw, row=rec.offset)
+                event = self.decoder.decode_json(rec.raw, row=row)
         except DecodeError as exc:
             result.dead_letters.append(
                 DeadLetter(exc.reason, exc.detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset)
@@ -82,6 +87,19 @@ class Pipeline:
             return None
         event.source, event.partition, event.offset = rec.source, rec.partition, rec.offset
         return event
+
+    def handle_or_dead_letter(self, records: list[InputRecord]) -> BatchResult:
+        """``handle``, and when processing raises all the same, the batch's records as dead letters.
+
+        The model may have learned part of such a batch: the service rewinds to its checkpoint when it has
+        one (``ServiceRunner``); without one (and in replay) the batch is dead-lettered whole, and the
+        stream goes on.
+        """
+        try:
+            return self.handle(records)
+        except Exception:
+            log.exception("processing a batch of %d records failed: dead-lettered", len(records))
+            return failed_batch(records)
 
     def handle_each(self, records: Iterable[InputRecord]) -> BatchResult:
         """One record at a time: decode, ``process_one``, alert."""
@@ -134,3 +152,15 @@ class Pipeline:
             partition=event.partition,
             offset=event.offset,
         )
+
+
+def processing_error(rec: InputRecord, exc: BaseException) -> DeadLetter:
+    """The dead letter of a record whose processing raised ``exc``."""
+    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return DeadLetter("processing_error", detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset)
+
+
+def failed_batch(records: Iterable[InputRecord]) -> BatchResult:
+    """A batch that raised during processing: every record a ``processing_error`` dead letter."""
+    exc = RuntimeError("the batch failed; the model may have learned part of it")
+    return BatchResult(dead_letters=[processing_error(rec, exc) for rec in records])

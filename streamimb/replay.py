@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -14,12 +15,23 @@ import river
 
 from streamimb import __version__
 from streamimb.config import EventSchema, ServiceConfig
-from streamimb.decoding import LABEL_CANDIDATES, EventDecoder, infer_schema
+from streamimb.dead_letter_watch import DeadLetterWatch
+from streamimb.decoding import (
+    LABEL_CANDIDATES,
+    EventDecoder,
+    GuardedDecoder,
+    describe_schema,
+    infer_schema,
+    service_schema,
+)
 from streamimb.events import DeadLetter
-from streamimb.io.files import FileRecord, JsonlSink, read_records
+from streamimb.io.files import FileRecord, JsonlSink, parsed, read_records
 from streamimb.pipeline import BatchResult, InputRecord, Pipeline
 from streamimb.processor import Processor
 from streamimb.runtime import prepare_gc_for_streaming
+from streamimb.service.telemetry import Telemetry, processor_stats
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
 SAMPLE_ROWS = 5000
@@ -29,10 +41,10 @@ MAX_DEAD_LETTERS_LISTED = 1000
 def resolve_schema(
     schema: EventSchema, records: Callable[[], Iterable[FileRecord]], label: str | None
 ) -> EventSchema:
-    """Complete a schema from the data: feature columns from a sample, the positive class from all labels."""
+    """Complete a schema from the data: columns from a sample, the positive class from all labels."""
     if label is not None:
         schema = schema.model_copy(update={"label": label})
-    sample = [r.record for r in islice(records(), SAMPLE_ROWS) if r.record is not None]
+    sample = [r for r in map(parsed, islice(records(), SAMPLE_ROWS)) if r is not None]
     if schema.numeric is None and schema.categorical is None:
         schema = infer_schema(sample, schema, max_categories=schema.max_categories)
     elif schema.label is None:
@@ -40,9 +52,9 @@ def resolve_schema(
         schema = schema.model_copy(update={"label": found})
     if schema.label is not None and schema.positive_class is None:
         counts: Counter[str] = Counter()
-        for r in records():
-            if r.record is not None and r.record.get(schema.label) not in (None, ""):
-                value = str(r.record[schema.label]).strip()
+        for r in map(parsed, records()):
+            if r is not None and r.get(schema.label) not in (None, ""):
+                value = str(r[schema.label]).strip()
                 counts[schema.label_map.get(value, value)] += 1
         if len(counts) >= 2:
             rarest = min(counts, key=lambda c: (counts[c], c))
@@ -81,8 +93,15 @@ def replay(
     records: Iterable[FileRecord] | None = None,
     progress: bool = True,
     on_batch: Callable[[Pipeline, BatchResult], None] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> dict[str, Any]:
-    """Replay a file (or ``records``) through a fresh Processor; returns the JSON-ready report."""
+    """Replay a file (or ``records``) through a fresh Processor; returns the JSON-ready report.
+
+    Records are decoded and guarded as the service does (same limits, same dead-letter reasons), and a
+    batch that fails in processing is dead-lettered, as in a service without checkpoints. With
+    ``telemetry`` its instruments count what the service's would (served by ``streamimb replay
+    --metrics-address``).
+    """
     if records is None:
         if path is None:
             raise ValueError("replay needs a path or records")
@@ -96,15 +115,20 @@ def replay(
         def records_factory() -> Iterator[FileRecord]:
             return iter(materialised)
 
-    schema = resolve_schema(config.event_schema, records_factory, label)
+    schema = service_schema(resolve_schema(config.event_schema, records_factory, label))
     processor = Processor(
         config.model,
         positive=schema.positive_class,
         classes=schema.classes,
         max_categories=schema.max_categories,
     )
-    decoder = EventDecoder(schema, require_label=schema.label is not None)
+    decoder = GuardedDecoder(EventDecoder(schema))  # a row without a label is scored, as in the service
     pipeline = Pipeline(processor, decoder, model_version=f"streamimb-{__version__}")
+    log.info("schema: %s", describe_schema(schema))
+    if telemetry is not None:
+        telemetry.add_state_source(lambda: {0: processor_stats(processor)})
+        telemetry.set_ready(True)
+    watch = DeadLetterWatch()
     sink = JsonlSink(alerts_path) if alerts_path else None
     source_name = Path(path).name if path is not None else "memory"
     summary = ReplaySummary()
@@ -114,8 +138,11 @@ def replay(
     try:
         for batch in _batches(records_factory(), BATCH_SIZE):
             inputs = [InputRecord(r.raw, r.record, r.error, source_name, 0, r.row) for r in batch]
-            result = pipeline.handle(inputs)
+            result = pipeline.handle_or_dead_letter(inputs)
             summary.add(result)
+            watch.observe(len(batch), result.dead_letters)
+            if telemetry is not None:
+                record_result(telemetry, len(batch), result)
             if sink is not None:
                 for alert in result.alerts:
                     sink.send(alert.to_json())
@@ -130,6 +157,8 @@ def replay(
             sink.close()
         if bar is not None:
             bar.close()
+        if telemetry is not None:
+            telemetry.set_ready(False)
     elapsed = time.perf_counter() - started
     return build_report(processor, summary, schema, elapsed, source_name)
 
@@ -158,12 +187,27 @@ def build_report(
         "throughput_eps": consumed / elapsed if elapsed > 0 else 0.0,
         "schema": {
             "label": schema.label,
+            "id": schema.id,
+            "time": schema.time,
             "numeric": schema.numeric,
             "categorical": schema.categorical,
+            "dropped": schema.drop,
             "positive_class": schema.positive_class,
         },
         **evaluation,
     }
+
+
+def record_result(telemetry: Telemetry, records: int, result: BatchResult) -> None:
+    """Count one replayed batch in the service's instruments."""
+    telemetry.record_batch(
+        consumed=records,
+        processed=len(result.events),
+        latencies_seconds=result.latencies,
+        dead_letters=result.dead_letter_counts(),
+        alerts=result.alert_counts(),
+        drifts=result.drift_counts(),
+    )
 
 
 def _batches(records: Iterable[FileRecord], size: int) -> Iterator[list[FileRecord]]:
@@ -183,8 +227,11 @@ def _progress_bar(enabled: bool, path: str | Path | None) -> Any:
 def format_summary(report: dict[str, Any]) -> str:
     """A fixed-width summary table for the terminal."""
     m = report.get("metrics", {})
+    s = report["schema"]
     lines = [
         f"source            {report['source']}",
+        f"schema            label {s['label']!r}, event time {s['time']!r}, {len(s['numeric'] or [])} "
+        f"numeric, {len(s['categorical'] or [])} categorical, left out {s['dropped']}",
         f"events            {report['events']:,} processed, {report['dead_letters']:,} dead letters "
         f"({', '.join(f'{k} {v}' for k, v in report['dead_letter_reasons'].items()) or 'none'})",
         f"labelled          {report['labelled']:,}  positive class {report.get('positive_class')!r}",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -457,3 +458,27 @@ def test_http_endpoint_serves_only_metrics_health_and_readiness():
             assert status(path) == 404, path
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             assert status("/metrics", method) in (404, 405, 501), method
+
+
+def test_replay_and_the_service_give_the_same_dead_letters_for_the_same_hostile_corpus(tmp_path):
+    """One decode path: the hostile corpus as a file through ``replay`` and as records through the service."""
+    from streamimb.replay import replay
+
+    records, _ = hostile_corpus()
+    lines = [r for r in records if r]  # a file holds neither tombstones nor empty lines
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    config = hostile_config().model_copy(
+        update={
+            "event_schema": hostile_config().event_schema.model_copy(update={"numeric": ["amount", "n"]}),
+            "source": hostile_config().source.model_copy(update={"max_record_bytes": MAX_BYTES}),
+        }
+    )
+    report = replay(path, config, progress=False)
+    outcome = ServiceRunner(config).process_batch(
+        [RawRecord("events", 0, i, None, v, 0) for i, v in enumerate(lines)]
+    )
+    assert report["consumed"] == outcome.consumed == len(lines)  # nothing lost on either path
+    assert report["events"] == outcome.processed
+    assert report["dead_letter_reasons"] == dict(Counter(d.reason for d in outcome.dead_letters))
+    assert {d["row"] for d in report["dead_letter_rows"]} == {d.offset for d in outcome.dead_letters}

@@ -73,14 +73,10 @@ def test_cli_replay_writes_report_and_alerts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dead letters" in out and "precision" in out
     report = json.loads(report_path.read_text())
-    assert report["events"] == 596 and report["dead_letters"] == 4
-    assert report["dead_letter_reasons"] == {
-        "malformed_json": 1,
-        "non_finite": 1,
-        "bad_number": 1,
-        "missing_label": 1,
-    }
-    assert [d["row"] for d in report["dead_letter_rows"]] == [10, 11, 12, 13]
+    assert report["events"] == 597 and report["dead_letters"] == 3
+    assert report["labelled"] == 596  # the row without a label is scored, not learned, as in the service
+    assert report["dead_letter_reasons"] == {"malformed_json": 1, "non_finite": 1, "bad_number": 1}
+    assert [d["row"] for d in report["dead_letter_rows"]] == [10, 11, 12]
     alerts = [json.loads(line) for line in alerts_path.read_text().splitlines()]
     assert len(alerts) == report["alerts"]
     assert len({a["alert_id"] for a in alerts}) == len(alerts)

@@ -6,6 +6,7 @@ a bad line becomes a dead letter with its row number instead of stopping the rep
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -47,39 +48,53 @@ def sniff_delimiter(sample: str) -> str:
 def read_records(
     path: str | Path, fmt: str = "auto", delimiter: str | None = None, max_record_bytes: int = 1_000_000
 ) -> Iterator[FileRecord]:
-    """Yield every record of a CSV or JSONL file, bad ones with their error."""
+    """Yield every record of a CSV or JSONL file, bad ones with their error.
+
+    JSONL lines come as raw bytes (``record`` None), decoded later exactly as the service decodes a Kafka
+    record; CSV rows come parsed. A line that is not valid UTF-8 is a dead letter, never an exception.
+    """
     path = Path(path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     try:
-        handle = path.open("r", encoding="utf-8-sig", newline="")
+        handle = path.open("rb")
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror}") from exc
     with handle:
         if fmt == "jsonl":
             yield from _read_jsonl(handle, max_record_bytes)
         else:
-            yield from _read_csv(handle, delimiter, max_record_bytes)
+            text = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            yield from _read_csv(text, delimiter, max_record_bytes)
 
 
-def _read_jsonl(handle: IO[str], max_record_bytes: int) -> Iterator[FileRecord]:
+def parsed(record: FileRecord) -> dict[str, Any] | None:
+    """The record as a dict: parsed already (CSV), or its raw JSON object; None when it is not one.
+
+    >>> parsed(FileRecord(0, None, b'{"a": 1}')), parsed(FileRecord(1, None, b"[1]"))
+    ({'a': 1}, None)
+    """
+    if record.record is not None or record.error is not None:
+        return record.record
+    try:
+        value = json.loads(record.raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_jsonl(handle: IO[bytes], max_record_bytes: int) -> Iterator[FileRecord]:
     row = -1
-    for line in handle:
-        if not line.strip():
+    for number, line in enumerate(handle):
+        raw = line.rstrip(b"\r\n")
+        if number == 0 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        if not raw.strip():
             continue
         row += 1
-        raw = line.rstrip("\r\n").encode("utf-8")
         if len(raw) > max_record_bytes:
             yield FileRecord(row, None, raw[:1024], DecodeError("oversized", f"{len(raw)} bytes"))
             continue
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError, ints over 4,300 digits
-            yield FileRecord(row, None, raw, DecodeError("malformed_json", str(exc)[:200]))
-            continue
-        if not isinstance(record, dict):
-            yield FileRecord(row, None, raw, DecodeError("not_an_object", type(record).__name__))
-            continue
-        yield FileRecord(row, record, raw)
+        yield FileRecord(row, None, raw)
 
 
 def _read_csv(handle: IO[str], delimiter: str | None, max_record_bytes: int) -> Iterator[FileRecord]:
@@ -110,6 +125,11 @@ def _read_csv(handle: IO[str], delimiter: str | None, max_record_bytes: int) -> 
             continue
         row += 1
         raw = _csv_line(values, delimiter)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:  # undecodable bytes, kept as they were read
+            yield FileRecord(row, None, raw, DecodeError("malformed_row", f"not valid UTF-8: {exc}"[:200]))
+            continue
         if len(values) != width:
             detail = f"{len(values)} fields where the header has {width}"
             yield FileRecord(row, None, raw, DecodeError("malformed_row", detail))
@@ -120,7 +140,7 @@ def _read_csv(handle: IO[str], delimiter: str | None, max_record_bytes: int) -> 
 def _csv_line(values: list[str], delimiter: str) -> bytes:
     out = io.StringIO()
     csv.writer(out, delimiter=delimiter, lineterminator="").writerow(values)
-    return out.getvalue().encode("utf-8")
+    return out.getvalue().encode("utf-8", "surrogateescape")
 
 
 class JsonlSink:

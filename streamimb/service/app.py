@@ -21,16 +21,9 @@ def run_service(
     on_start: Callable[[ServiceRunner, str | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run until SIGTERM/SIGINT (finish the batch, flush, commit), ``max_events`` or ``idle_timeout``."""
-    from streamimb.decoding import REASONS
-    from streamimb.service.telemetry import MetricsServer, Telemetry
+    from streamimb.service.telemetry import MetricsServer, stream_telemetry
 
-    schema = config.event_schema
-    telemetry = Telemetry(
-        classes=schema.classes or (),
-        detectors=("anomaly", "classifier"),
-        drift_signals=("score", "error", "prevalence", "feature"),
-        dead_letter_reasons=REASONS,
-    )
+    telemetry = stream_telemetry(config.event_schema.classes or ())
     sinks = list(extra_sinks)
     if config.alertmanager is not None:
         sinks.append(config.alertmanager.build())

@@ -42,15 +42,17 @@ from typing import TYPE_CHECKING, Any
 
 from streamimb import __version__
 from streamimb.config import EventSchema, ServiceConfig
-from streamimb.decoding import EventDecoder
-from streamimb.errors import CheckpointError, DecodeError, SinkError, SourceError
-from streamimb.events import Alert, DeadLetter, DriftEvent, Event, Verdict
+from streamimb.dead_letter_watch import DeadLetterWatch
+from streamimb.decoding import MAX_ID_CHARS, EventDecoder, GuardedDecoder, describe_schema, service_schema
+from streamimb.errors import BrokerAuthError, CheckpointError, DecodeError, SinkError, SourceError
+from streamimb.events import Alert, DeadLetter, DriftEvent, Verdict
 from streamimb.io.files import JsonlSink
 from streamimb.io.kafka import KafkaSink, KafkaSource, Partition, RawRecord, open_source, topic_partitions
 from streamimb.labels import OUTCOMES, LabelJoiner
-from streamimb.pipeline import BatchResult, InputRecord, Pipeline
+from streamimb.pipeline import BatchResult, InputRecord, Pipeline, failed_batch, processing_error
 from streamimb.processor import Processor
 from streamimb.runtime import prepare_gc_for_streaming
+from streamimb.service.inference import SchemaInference
 from streamimb.service.state import (
     CheckpointFenced,
     CheckpointRefused,
@@ -65,22 +67,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE_SCHEMA_DEFAULTS = {"id": "id", "time": "time", "label": "label"}
 MAX_UNCONFIRMED_OUTPUTS = 10_000  # alerts and dead letters sent but not acknowledged: confirmed at once
 
-#: Numbers beyond this magnitude are dead-lettered (``bad_number``): no measured quantity is that large, and
-#: the models' arithmetic overflows on them (river's HalfSpaceTrees raises OverflowError near 1e200).
-MAX_ABS_NUMBER = 1e100
-#: Event ids and labels longer than this are dead-lettered (``bad_type``): they would bloat alerts and state.
-MAX_ID_CHARS = 1024
+#: Checkpoint writes may fail this long before the service reports itself not ready (/readyz 503).
+CHECKPOINT_GRACE_S = 60.0
 #: Dead letters keep at most this share of ``max_message_bytes`` of the raw record (base64 grows it by 4/3).
 _DEAD_LETTER_RAW_SHARE = 0.5
-
-
-def service_schema(schema: EventSchema) -> EventSchema:
-    """Default field names for JSON events when the config names none: ``id``, ``time``, ``label``."""
-    update = {k: v for k, v in SERVICE_SCHEMA_DEFAULTS.items() if getattr(schema, k) is None}
-    return schema.model_copy(update=update) if update else schema
 
 
 @dataclass
@@ -158,57 +150,6 @@ def _bounded_text(what: str, value: Any) -> str:
     return text
 
 
-class GuardedDecoder:
-    """An EventDecoder whose every failure is a DecodeError, and which refuses numbers that break models.
-
-    Turns stray exceptions on hostile input (integers too large for a float, JSON numbers with thousands
-    of digits, deep nesting) into dead-letter reasons, and refuses magnitudes above :data:`MAX_ABS_NUMBER`
-    and ids longer than :data:`MAX_ID_CHARS`.
-
-    >>> d = GuardedDecoder(EventDecoder(service_schema(EventSchema())))
-    >>> d.decode_json(b'{"id": "a", "x": 1e300}')
-    Traceback (most recent call last):
-    ...
-    streamimb.errors.DecodeError: bad_number: field 'x': 1e+300 is out of range (|x| > 1e+100)
-    >>> d.decode_json(b'{"id": "a", "x": 1' + b'0' * 400 + b'}').features
-    Traceback (most recent call last):
-    ...
-    streamimb.errors.DecodeError: non_finite: field 'x': an integer of 401 digits
-    """
-
-    def __init__(self, inner: EventDecoder, max_abs: float = MAX_ABS_NUMBER) -> None:
-        if inner.max_abs != max_abs:  # the decoder checks the range itself (its typed path at no cost)
-            inner = EventDecoder(inner.schema, inner.require_label, max_abs)
-        self.inner = inner
-        self.max_abs = max_abs
-
-    def decode_json(self, raw: bytes | str, row: int = -1) -> Event:
-        return self._guard(self.inner.decode_json, raw, row)
-
-    def decode(self, record: Any, row: int = -1) -> Event:
-        return self._guard(self.inner.decode, record, row)
-
-    def _guard(self, fn: Callable[..., Event], arg: Any, row: int) -> Event:
-        try:
-            event = fn(arg, row=row)
-        except DecodeError:
-            raise
-        except RecursionError:
-            raise DecodeError("malformed_json", "nested too deeply") from None
-        except OverflowError as exc:
-            raise DecodeError("bad_number", str(exc)[:200]) from None
-        except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
-            reason = "bad_number" if "digits" in str(exc) else "malformed_json"
-            raise DecodeError(reason, str(exc)[:200]) from None
-        except (TypeError, AttributeError, KeyError) as exc:
-            raise DecodeError("bad_type", f"{type(exc).__name__}: {str(exc)[:200]}") from None
-        if len(event.id) > MAX_ID_CHARS:
-            raise DecodeError("bad_type", f"event id longer than {MAX_ID_CHARS} characters")
-        if event.label is not None and len(event.label) > MAX_ID_CHARS:
-            raise DecodeError("bad_type", f"label longer than {MAX_ID_CHARS} characters")
-        return event
-
-
 class AlertSinks:
     """Fans alerts out to the configured sinks; ``flush`` raises SinkError if any delivery failed."""
 
@@ -272,6 +213,7 @@ class PartitionState:
     offsets: dict[str, int] = field(default_factory=dict)
     checkpoint_id: str | None = None
     generation: int = -1
+    schema: EventSchema | None = None  # None: the service's, still being inferred
     learned_at_start: int = 0
     learned_checkpointed: int = 0
     dirty: int = 0
@@ -288,6 +230,7 @@ class PartitionState:
             "processor": self.pipeline.processor,
             "joiner": self.joiner,
             "newest_event_time": self.newest_event_time,
+            "schema": self.schema,
         }
 
 
@@ -322,12 +265,15 @@ class ServiceRunner:
         self.config = config
         self.kafka = config.kafka
         self.schema = service_schema(config.event_schema)
+        declared = config.event_schema.numeric is not None or config.event_schema.categorical is not None
+        self._inference = None if declared else SchemaInference(config.event_schema, self.kafka.events_topic)
         self.telemetry = telemetry
         self.on_batch = on_batch
         self.extra_sinks = list(extra_sinks)
         self.model_version = f"streamimb-{__version__}"
         self.states: dict[int, PartitionState] = {}
         self.label_decoder = LabelDecoder(self.schema)
+        self._dead_letter_watch = DeadLetterWatch()
         self.label_counts: Counter[str] = Counter()
         self.store = _build_store(config)
         self._stop = threading.Event()
@@ -355,6 +301,8 @@ class ServiceRunner:
         self.label_dead_letters = 0
         self.alerts_sent = 0
         self.checkpoints_written = 0
+        self.checkpoint_failures = 0
+        self._checkpoint_failing_since: float | None = None
         self.checkpoint_seconds = 0.0
         self.checkpoint_bytes: dict[int, int] = {}
         self.restored: dict[int, int] = {}
@@ -382,7 +330,12 @@ class ServiceRunner:
         return self._state(partition).pipeline
 
     def _new_state(self, partition: int, snapshot: dict[str, Any] | None = None) -> PartitionState:
-        decoder = GuardedDecoder(EventDecoder(self.schema, require_label=False))
+        schema = None if self._inference is not None else self.schema
+        if snapshot is not None and snapshot.get("schema") is not None:
+            schema = snapshot["schema"]  # the columns its model was trained on
+            if self._inference is not None:
+                self._inference.settle(schema)
+        decoder = GuardedDecoder(EventDecoder(schema or self.schema, require_label=False))
         if snapshot is None:
             # The service reports rolling metrics only: a per-event history would grow state without bound.
             model = self.config.model
@@ -407,7 +360,21 @@ class ServiceRunner:
             )
         pipeline = Pipeline(processor, decoder, self.model_version)
         n = processor.n_learned
-        return PartitionState(partition, pipeline, joiner, newest, learned_at_start=n, learned_checkpointed=n)
+        return PartitionState(
+            partition, pipeline, joiner, newest, learned_at_start=n, learned_checkpointed=n, schema=schema
+        )
+
+    def _adopt(self, schema: EventSchema) -> None:
+        """Use an inferred (or restored) schema from now on, for the states that waited for it too."""
+        self.schema = service_schema(schema)
+        self.label_decoder = LabelDecoder(self.schema)
+        inference, self._inference = self._inference, None
+        if inference is not None and inference.sampled:
+            log.info("schema inferred from %d records: %s", inference.sampled, describe_schema(self.schema))
+        for state in list(self.states.values()):
+            if state.schema is None:
+                state.schema = self.schema
+                state.pipeline.decoder = GuardedDecoder(EventDecoder(self.schema, require_label=False))
 
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
@@ -419,7 +386,7 @@ class ServiceRunner:
         """The main loop; returns a summary of what it did."""
         cfg = self.config
         topics = [self.kafka.events_topic] + ([self.kafka.labels_topic] if self.kafka.labels_topic else [])
-        self._check_co_partitioning()
+        self._check_broker()
         file_sink = JsonlSink(cfg.alerts_file.path) if cfg.alerts_file.path else None
         alerts = AlertSinks(KafkaSink(self.kafka, self.kafka.alerts_topic), file_sink, self.extra_sinks)
         dead = KafkaSink(self.kafka, self.kafka.dead_letter_topic)
@@ -446,7 +413,14 @@ class ServiceRunner:
             while not self._stop.is_set():
                 records = source.poll()
                 connected = source.connected
-                self._set_ready(connected)
+                self._set_ready(connected and not self._checkpoints_failing())
+                if self._inference is not None:
+                    records = self._inference.offer(records)
+                    if self._inference.schema is not None:
+                        self._adopt(self._inference.schema)
+                    elif self._inference.holding:
+                        idle_since = time.monotonic()
+                        continue
                 if not records:
                     self._maybe_checkpoint()
                     if (self._pending_commit or self._unconfirmed) and connected:
@@ -490,14 +464,23 @@ class ServiceRunner:
                 dead.close()
         return self.summary()
 
-    def _check_co_partitioning(self) -> None:
+    def _check_broker(self) -> None:
+        """Read the partition counts at start. Refused credentials or permissions stop the service with
+        their reason; a broker that is unreachable or does not answer is waited for."""
         labels = self.kafka.labels_topic
-        if not labels:
-            return
         try:
             counts = topic_partitions(self.kafka)
+        except BrokerAuthError:
+            raise  # retrying will not help: `streamimb run` says why and exits 2
         except SourceError as exc:
-            log.warning("cannot read partition counts (%s); assuming labels are co-partitioned", exc)
+            log.warning(
+                "cannot read partition counts (%s); consuming as soon as the broker answers (/readyz says "
+                "503 until then)%s",
+                exc,
+                "; labels are taken to be co-partitioned" if labels else "",
+            )
+            return
+        if not labels:
             return
         n_events, n_labels = counts.get(self.kafka.events_topic), counts.get(labels)
         if n_events is not None and n_labels is not None and n_events != n_labels:
@@ -566,7 +549,12 @@ class ServiceRunner:
                     "checkpoint.on_invalid=fresh to start that partition with a fresh model"
                 ) from None
             aside = path.with_name(f"{path.name}.refused-{int(time.time())}")
-            path.replace(aside)
+            try:
+                path.replace(aside)
+            except OSError as err:
+                raise CheckpointError(
+                    f"checkpoint {path} refused ({exc}) and cannot be moved aside: {err.strerror or err}"
+                ) from None
             log.error("checkpoint %s refused (%s); moved to %s, starting a fresh model", path, exc, aside)
             ckpt = None
         if ckpt is None:
@@ -600,6 +588,8 @@ class ServiceRunner:
 
     def _release(self, partitions: list[Partition], commit: bool) -> None:
         self._rebalancing = True
+        if self._inference is not None:
+            self._inference.forget(partitions)  # held back, never processed: the next owner reads them
         events = {p for t, p in partitions if t == self.kafka.events_topic}
         with self._state_lock:
             if self._can_checkpoint and self._confirm(once=True):
@@ -672,6 +662,9 @@ class ServiceRunner:
                     self._drop(p, discard=True)
                     self._fenced.add(p)
                     continue
+                except (OSError, CheckpointError) as exc:
+                    self._checkpoint_failed(p, exc)
+                    continue  # still dirty: its offsets are not committed past the last good checkpoint
                 state.checkpoint_id, state.dirty = header.checkpoint_id, 0
                 state.learned_checkpointed = header.learned
                 written += 1
@@ -688,6 +681,8 @@ class ServiceRunner:
                 self._since_checkpoint = 0
                 self._last_checkpoint = time.monotonic()
         elapsed = time.perf_counter() - started
+        if written and not any(s.dirty for s in self.states.values() if s.owned):
+            self._checkpoint_failing_since = None
         self.checkpoints_written += written
         self.checkpoint_seconds += elapsed
         if written:
@@ -695,6 +690,20 @@ class ServiceRunner:
         if commit and offsets:
             self._commit(offsets)
         return written
+
+    def _checkpoint_failed(self, partition: int, exc: BaseException) -> None:
+        """A checkpoint write failed (disk full, permissions): keep consuming, commit nothing past the last
+        good checkpoint, count it, and report not ready once it has failed for ``CHECKPOINT_GRACE_S``."""
+        self.checkpoint_failures += 1
+        if self._checkpoint_failing_since is None:
+            self._checkpoint_failing_since = time.monotonic()
+        log.error(
+            "checkpoint of partition %d failed (%s); offsets stay at the last good checkpoint", partition, exc
+        )
+
+    def _checkpoints_failing(self) -> bool:
+        since = self._checkpoint_failing_since
+        return since is not None and time.monotonic() - since >= CHECKPOINT_GRACE_S
 
     def _owe(self, offsets: dict[Partition, int]) -> None:
         """Offsets processed, to be committed with the next commit."""
@@ -802,7 +811,7 @@ class ServiceRunner:
                 one = state.pipeline.handle([rec])
             except Exception as exc:
                 log.exception("processing %s[%d]@%d failed", rec.source, rec.partition, rec.offset)
-                one = BatchResult(dead_letters=[_processing_error(rec, exc)])
+                one = BatchResult(dead_letters=[processing_error(rec, exc)])
             for name in ("events", "verdicts", "alerts", "dead_letters", "drifts", "latencies"):
                 getattr(result, name).extend(getattr(one, name))
         if recs[-1].offset >= (state.careful_until or -1):
@@ -841,8 +850,7 @@ class ServiceRunner:
                 recs[-1].offset,
             )
             return None
-        exc = RuntimeError("the batch failed; the model may have learned part of it")
-        return BatchResult(dead_letters=[_processing_error(rec, exc) for rec in inputs])
+        return failed_batch(inputs)
 
     def _learn_label(self, record: RawRecord, outcome: BatchOutcome) -> None:
         home = self.states.get(record.partition) if self._co_partitioned else None
@@ -1004,6 +1012,7 @@ class ServiceRunner:
                 delay = min(delay * 2, 10.0)
 
     def _account(self, outcome: BatchOutcome, source: KafkaSource, records: list[RawRecord]) -> None:
+        self._dead_letter_watch.observe(outcome.consumed + outcome.label_records, outcome.dead_letters)
         self.consumed += outcome.consumed
         self.labels_consumed += outcome.label_records
         self.processed += outcome.processed
@@ -1044,19 +1053,9 @@ class ServiceRunner:
 
     # -- state for telemetry and status --------------------------------------------------------------
     def partition_stats(self) -> dict[int, Any]:
-        from streamimb.service.telemetry import ProcessorStats
+        from streamimb.service.telemetry import processor_stats
 
-        out = {}
-        for partition, state in list(self.states.items()):
-            s = state.processor.stats()
-            out[partition] = ProcessorStats(
-                learned_events=s["learned_events"],
-                prevalence_estimate={str(k): v for k, v in s["prevalence_estimate"].items()},
-                observed_prevalence=s["observed_prevalence"],
-                thresholds=s["thresholds"],
-                rolling=s["rolling"],
-            )
-        return out
+        return {partition: processor_stats(state.processor) for partition, state in list(self.states.items())}
 
     def status_line(self, elapsed: float) -> str:
         rate = self.consumed / elapsed if elapsed > 0 else 0.0
@@ -1067,6 +1066,9 @@ class ServiceRunner:
             parts.append(f"est. {totals['positive']} rate {totals['prevalence']:.3%}")
             parts.append(f"precision {totals['precision']:.2f} recall {totals['recall']:.2f}")
         parts.append(f"{totals['drifts']} drifts")
+        if self._inference is None:
+            numeric, categorical = self.schema.numeric, self.schema.categorical
+            parts.append(f"schema {len(numeric or [])} numeric, {len(categorical or [])} categorical")
         return ", ".join(parts)
 
     def totals(self) -> dict[str, Any]:
@@ -1120,6 +1122,7 @@ class ServiceRunner:
             "learned_total": {p: s.processor.n_learned for p, s in sorted(self.states.items())},
             "restored": dict(self.restored),
             "checkpoints": self.checkpoints_written,
+            "checkpoint_failures": self.checkpoint_failures,
         }
 
 
@@ -1169,12 +1172,10 @@ def _input_record(r: RawRecord, limit: int) -> InputRecord:
     if len(r.value) > limit:
         error = DecodeError("oversized", f"{len(r.value)} bytes > max_message_bytes={limit}")
         return InputRecord(r.value[:1024], None, error, r.topic, r.partition, r.offset)
-    return InputRecord(r.value, None, None, r.topic, r.partition, r.offset, r.key)
-
-
-def _processing_error(rec: InputRecord, exc: BaseException) -> DeadLetter:
-    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
-    return DeadLetter("processing_error", detail, rec.raw, rec.source, rec.partition, rec.offset, rec.offset)
+    # an event without an id is known by where it was read: offsets repeat across partitions
+    return InputRecord(
+        r.value, None, None, r.topic, r.partition, r.offset, r.key, f"{r.topic}-{r.partition}-{r.offset}"
+    )
 
 
 def _dead_letter(record: RawRecord, exc: DecodeError) -> DeadLetter:

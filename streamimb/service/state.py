@@ -388,7 +388,14 @@ class FileCheckpointStore:
         self.codec = codec
         self.group = group
         self.directory = Path(directory) / quote(group, safe="") if group else Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-probe-"):
+                pass
+        except OSError as exc:
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} is not writable: {exc.strerror or exc}"
+            ) from None
 
     def path(self, topic: str, partition: int) -> Path:
         return self.directory / f"{quote(topic, safe='')}-{int(partition)}.ckpt"

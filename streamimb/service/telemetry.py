@@ -598,3 +598,28 @@ class MetricsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def processor_stats(processor: Any) -> ProcessorStats:
+    """What the scrape reads of one Processor (one partition's model)."""
+    s = processor.stats()
+    return ProcessorStats(
+        learned_events=s["learned_events"],
+        prevalence_estimate={str(k): v for k, v in s["prevalence_estimate"].items()},
+        observed_prevalence=s["observed_prevalence"],
+        thresholds=s["thresholds"],
+        rolling=s["rolling"],
+    )
+
+
+def stream_telemetry(classes: Sequence[str] = (), registry: CollectorRegistry | None = None) -> Telemetry:
+    """The instruments of a stream of events (the service, or a replay) with its label values pre-bound."""
+    from streamimb.decoding import REASONS
+
+    return Telemetry(
+        registry,
+        classes=classes,
+        detectors=("anomaly", "classifier"),
+        drift_signals=("score", "error", "prevalence", "feature"),
+        dead_letter_reasons=REASONS,
+    )
