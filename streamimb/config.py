@@ -6,6 +6,16 @@ Environment variables named ``STREAMIMB_<SECTION>__<FIELD>`` override the file, 
 >>> cfg = ServiceConfig.model_validate({"schema": {"label": "Class"}})
 >>> cfg.event_schema.label, cfg.model.classifier.kind
 ('Class', 'numpy_hoeffding_tree')
+
+Components are named from streamimb.registry's tables, and their parameters are checked against the
+component's signature when the configuration is validated:
+
+>>> ServiceConfig.model_validate({"model": {"imbalance": {"strategy": "oobb"}}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ServiceConfig
+model.imbalance.strategy
+  unknown imbalance strategy 'oobb' (did you mean 'oob'?); allowed: none, oob, ...
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -26,9 +37,11 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamimb.errors import ConfigError
@@ -37,6 +50,43 @@ from streamimb.io.prometheus import AlertmanagerConfig, PrometheusSourceConfig
 
 # Command-line flags: applied over the environment, which is applied over the file.
 _FLAG_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("_FLAG_OVERRIDES", default=None)
+
+
+def _fail(problem: str | None) -> None:
+    if problem:
+        raise PydanticCustomError("unknown_component", "{problem}", {"problem": problem})
+
+
+def _known(component: str) -> AfterValidator:
+    """Validator of a component's name: a key of ``streamimb.registry.COMPONENTS[component].table``."""
+
+    def check(name: str | None) -> str | None:
+        if name is not None:
+            from streamimb import registry  # here: registry imports river and the model code
+
+            _fail(registry.name_problem(component, name))
+        return name
+
+    return AfterValidator(check)
+
+
+def _accepted(component: str, name_field: str | None = None) -> AfterValidator:
+    """Validator of a component's parameters: the names its factory (or the class it forwards to) takes.
+
+    The component's name is the already-validated sibling field ``name_field``; skipped when that failed.
+    """
+
+    def check(params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if name_field is not None and name_field not in info.data:
+            return params
+        if params:
+            from streamimb import registry
+
+            name = info.data[name_field] if name_field is not None else None
+            _fail(registry.params_problem(component, name, params))
+        return params
+
+    return AfterValidator(check)
 
 
 class Section(BaseModel):
@@ -66,8 +116,8 @@ class EventSchema(Section):
 class DetectorConfig(Section):
     """A one-class anomaly detector from the registry (see streamimb.registry.DETECTORS)."""
 
-    kind: str = "half_space_trees"
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: Annotated[str, _known("detector")] = "half_space_trees"
+    params: Annotated[dict[str, Any], _accepted("detector", "kind")] = Field(default_factory=dict)
 
 
 class CalibrationConfig(Section):
@@ -84,30 +134,36 @@ class CalibrationConfig(Section):
 class ClassifierConfig(Section):
     """The supervised online classifier (see streamimb.registry.CLASSIFIERS)."""
 
-    kind: str = "numpy_hoeffding_tree"
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: Annotated[str, _known("classifier")] = "numpy_hoeffding_tree"
+    params: Annotated[dict[str, Any], _accepted("classifier", "kind")] = Field(default_factory=dict)
 
 
 class ImbalanceConfig(Section):
     """How the classifier copes with a rare class whose prevalence moves (see streamimb.imbalance)."""
 
-    strategy: str | None = Field(None, description="Strategy name; the benchmarked default when unset.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    strategy: Annotated[str | None, _known("strategy")] = Field(
+        None, description="Strategy name; the benchmarked default when unset."
+    )
+    params: Annotated[dict[str, Any], _accepted("strategy", "strategy")] = Field(default_factory=dict)
     half_life: float = Field(2000.0, gt=0, description="Half-life of the class-prior tracker, in labels.")
 
 
 class ThresholdConfig(Section):
     """How class probabilities become a decision (see streamimb.imbalance.threshold)."""
 
-    policy: str | None = Field(None, description="Policy name; the benchmarked default when unset.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    policy: Annotated[str | None, _known("threshold")] = Field(
+        None, description="Policy name; the benchmarked default when unset."
+    )
+    params: Annotated[dict[str, Any], _accepted("threshold", "policy")] = Field(default_factory=dict)
 
 
 class DriftConfig(Section):
     """Change detectors on the anomaly score, the classifier's error and selected features."""
 
-    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
-    params: dict[str, Any] = Field(default_factory=dict)
+    detector: Annotated[str, _known("drift")] = Field(
+        "adwin", description="A river drift detector (see streamimb.detectors.drift.DRIFT_DETECTORS)."
+    )
+    params: Annotated[dict[str, Any], _accepted("drift", "detector")] = Field(default_factory=dict)
     on_score: bool = True
     score_block: int = Field(250, ge=1, description="The score monitor sees means of blocks of this size.")
     on_error: bool = True
@@ -208,7 +264,9 @@ class SeriesConfig(Section):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="Alert at this score; 0.5 is every series' alarm level."
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="SeriesAnomalyDetector parameters.")
+    params: Annotated[dict[str, Any], _accepted("series")] = Field(
+        default_factory=dict, description="SeriesAnomalyDetector parameters."
+    )
 
 
 class CheckpointConfig(Section):

@@ -10,25 +10,66 @@ to split when one class is 1% of the stream, so ours splits at ``delta=1e-3``.
 Traceback (most recent call last):
 ...
 ValueError: unknown classifier 'nope'; choose from ['arf', 'gaussian_nb', ...]
+
+`COMPONENTS` names every kind of component the configuration picks by name, with its table; the config
+validates names and parameters against it (`name_problem`, `params_problem`), so a typo fails at load time:
+
+>>> print(name_problem("strategy", "oobb"))  # doctest: +ELLIPSIS
+unknown imbalance strategy 'oobb' (did you mean 'oob'?); allowed: none, oob, oversample, ...
+>>> print(params_problem("classifier", "hoeffding_tree", {"gracee_period": 5}))  # doctest: +ELLIPSIS
+unknown parameter 'gracee_period' (did you mean 'grace_period'?) for classifier 'hoeffding_tree'; allowed: ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from river import base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
 from streamimb.classifiers import NumpyHoeffdingTree
 from streamimb.detectors.anomaly import DETECTORS, build_detector
+from streamimb.detectors.drift import DRIFT_DETECTORS
+from streamimb.detectors.timeseries import SeriesAnomalyDetector
+from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, THRESHOLDS
 
-__all__ = ["CLASSIFIERS", "DETECTORS", "build_classifier", "build_detector"]
+__all__ = [
+    "CLASSIFIERS",
+    "COMPONENTS",
+    "DETECTORS",
+    "Component",
+    "accepted_params",
+    "build_classifier",
+    "build_detector",
+    "name_problem",
+    "params_problem",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# Factory -> (the class its **params go to, the parameters the factory sets itself).
+_FORWARDS: dict[Callable[..., Any], tuple[Callable[..., Any], frozenset[str]]] = {}
 
 
+def _forwards(target: Callable[..., Any], *exclude: str) -> Callable[[_F], _F]:
+    """Mark a factory whose ``**params`` go to ``target`` (less ``exclude``), for `accepted_params`."""
+
+    def mark(factory: _F) -> _F:
+        _FORWARDS[factory] = (target, frozenset(exclude))
+        return factory
+
+    return mark
+
+
+@_forwards(tree.HoeffdingTreeClassifier)
 def hoeffding_tree(grace_period: int = 100, delta: float = 1e-3, **params: Any) -> base.Classifier:
     return tree.HoeffdingTreeClassifier(grace_period=grace_period, delta=delta, **params)
 
 
+@_forwards(tree.HoeffdingAdaptiveTreeClassifier)
 def hoeffding_adaptive_tree(
     grace_period: int = 50,
     delta: float = 1e-3,
@@ -74,6 +115,7 @@ def river_twin_of_numpy_tree(seed: int | None = 42, **params: Any) -> base.Class
     return hoeffding_adaptive_tree(seed=seed, **{k: settings[k] for k in _SHARED_TREE_SETTINGS})
 
 
+@_forwards(linear_model.LogisticRegression, "optimizer")
 def logistic_regression(lr: float = 0.05, l2: float = 0.0, **params: Any) -> base.Classifier:
     """Standardised logistic regression, one-vs-rest so that it takes any class labels (and many classes)."""
     model = linear_model.LogisticRegression(optimizer=optim.SGD(lr), l2=l2, **params)
@@ -84,6 +126,7 @@ def gaussian_nb() -> base.Classifier:
     return naive_bayes.GaussianNB()
 
 
+@_forwards(forest.ARFClassifier)
 def arf(
     n_models: int = 10, grace_period: int = 50, delta: float = 1e-3, seed: int | None = 42, **params: Any
 ):
@@ -112,3 +155,94 @@ def build_classifier(kind: str, **params: Any) -> base.Classifier:
         return factory(**params)
     except TypeError as exc:
         raise ValueError(f"classifier {kind!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Component:
+    """A kind of component the configuration names: its registry table and how errors call it."""
+
+    what: str  # e.g. "imbalance strategy"
+    table: Mapping[str, Callable[..., Any]]
+    fixed: frozenset[str] = frozenset()  # parameters its builder sets itself, not configurable
+    default: str | None = None  # the name used when the configuration gives none
+
+
+COMPONENTS: dict[str, Component] = {
+    "classifier": Component("classifier", CLASSIFIERS),
+    "detector": Component("anomaly detector", DETECTORS),
+    "strategy": Component(
+        "imbalance strategy", STRATEGIES, frozenset({"classifier", "tracker"}), DEFAULT_STRATEGY
+    ),
+    "threshold": Component(
+        "threshold policy", THRESHOLDS, frozenset({"positive", "tracker"}), DEFAULT_THRESHOLD
+    ),
+    "drift": Component("drift detector", DRIFT_DETECTORS),
+    "series": Component("series detector", {"series": SeriesAnomalyDetector}, default="series"),
+}
+
+
+def accepted_params(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword parameters ``factory`` takes, in signature order; None when it takes any.
+
+    ``**params`` count as the parameters of the class they are forwarded to (see `_forwards`).
+
+    >>> accepted_params(DETECTORS["loda"])
+    ['n_bins', 'n_random_cuts', 'seed']
+    >>> accepted_params(CLASSIFIERS["hoeffding_tree"])[:3]  # then tree.HoeffdingTreeClassifier's
+    ['grace_period', 'delta', 'max_depth']
+    """
+    bound = set(factory.keywords) if isinstance(factory, functools.partial) else set()
+    names: list[str] = []
+    takes_any = False
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            takes_any = True
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in bound:
+            names.append(p.name)
+    if takes_any:
+        target, exclude = _FORWARDS.get(factory, (None, frozenset()))
+        inner = accepted_params(target) if target is not None else None
+        if inner is None:
+            return None
+        names += [n for n in inner if n not in names and n not in exclude]
+    return names
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def name_problem(component: str, name: str) -> str | None:
+    """Why ``name`` is no ``component`` (a `COMPONENTS` key) of the registry; None when it is one."""
+    c = COMPONENTS[component]
+    if name in c.table:
+        return None
+    choices = sorted(c.table)
+    return f"unknown {c.what} {name!r}{_did_you_mean(name, choices)}; allowed: {', '.join(choices)}"
+
+
+def params_problem(component: str, name: str | None, params: Mapping[str, Any]) -> str | None:
+    """Why ``params`` do not fit the ``component`` called ``name`` (its default when None); None if they do.
+
+    Unknown names are `name_problem`'s to report: their parameters pass here.
+    """
+    c = COMPONENTS[component]
+    name = name if name is not None else c.default
+    factory = c.table.get(name) if name is not None else None
+    allowed = accepted_params(factory) if factory is not None else None
+    if allowed is None:
+        return None
+    allowed = [p for p in allowed if p not in c.fixed]
+    unknown = [
+        f"{k!r} (set by streamimb itself)" if k in c.fixed else f"{k!r}{_did_you_mean(str(k), allowed)}"
+        for k in params
+        if k not in allowed
+    ]
+    if not unknown:
+        return None
+    plural = "s" if len(unknown) > 1 else ""
+    return (
+        f"unknown parameter{plural} {', '.join(unknown)} for {c.what} {name!r}; "
+        f"allowed: {', '.join(allowed) or '(none)'}"
+    )
