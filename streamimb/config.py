@@ -180,6 +180,28 @@ class EvaluationConfig(Section):
     max_history: int = Field(5_000_000, ge=1000)
 
 
+class AlertsConfig(Section):
+    """Guards on the classifier's alerts (see streamimb.imbalance.threshold.AlertGuard)."""
+
+    skill_margin: float | None = Field(
+        0.03,
+        ge=0.0,
+        lt=1.0,
+        description="No classifier alert until the served score's rolling PR AUC beats the prevalence p by "
+        "this share of the room above it, (PR AUC - p) / (1 - p), beyond chance; null: no skill guard.",
+    )
+    min_positives: int = Field(20, ge=1, description="Scored positives needed to measure the skill.")
+    max_rate: float | None = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="At most this share of events alert, over `per_events`; null: no cap.",
+    )
+    per_events: int = Field(
+        10_000, ge=100, description="The rolling window of the alert-rate cap, in events."
+    )
+
+
 class ModelConfig(Section):
     """Everything the Processor is built from."""
 
@@ -204,6 +226,10 @@ class ModelConfig(Section):
         True,
         description="Process each poll batch at once: detectors score and learn the batch as arrays (same "
         "scores as event by event), the classifier batch-wise where it can. False: one event at a time.",
+    )
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    max_classes: int = Field(
+        32, ge=2, description="Classes tracked; labels seen once this many are tracked count as 'other'."
     )
 
 

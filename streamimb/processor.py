@@ -36,7 +36,9 @@ half-space trees, and river's Hoeffding adaptive tree in place of ``numpy_hoeffd
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,7 +54,7 @@ from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
 from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
-from streamimb.imbalance.threshold import THRESHOLDS, build_threshold
+from streamimb.imbalance.threshold import THRESHOLDS, AlertGuard, build_threshold
 from streamimb.registry import DETECTORS, build_classifier, build_detector, river_twin_of_numpy_tree
 
 # Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
@@ -61,6 +63,9 @@ BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
 # learns a single row much more slowly than river's trees do; see ``river_twin_of_numpy_tree``).
 PER_EVENT_TWINS = {"numpy_hoeffding_tree": river_twin_of_numpy_tree}
 WARMUP_SLICE = 32  # smallest slice a young batch classifier learns from (see Processor.process_many)
+OTHER_CLASS = "other"  # the class of labels beyond ``ModelConfig.max_classes``
+
+log = logging.getLogger(__name__)
 
 
 class Processor:
@@ -74,10 +79,18 @@ class Processor:
         The rare class to flag. ``None``: multi-class argmax, or (binary) the rarer class once
         ``min_positive_labels`` labels of each of two classes have been seen.
     classes
-        Known classes, if any; more are added as labels arrive.
+        Known classes, if any; more are added as labels arrive, up to ``config.max_classes``: labels of
+        further classes are counted as ``"other"`` (a warning is logged once), so that the model state and
+        the metric series stay bounded.
     max_categories
         Distinct values kept per categorical feature.
+
+    Classifier alerts pass an :class:`~streamimb.imbalance.threshold.AlertGuard` (``config.alerts``): none
+    while the served score shows no skill, and at most ``max_rate`` of the events; the alerts it withholds are
+    counted by reason in ``alerts_suppressed``.
     """
+
+    _warned_classes = False  # the "too many classes" warning was logged
 
     def __init__(
         self,
@@ -132,6 +145,9 @@ class Processor:
             strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
         self.classifier = build_strategy(self.strategy_name, base_classifier, **strategy_params)
         self.threshold = self._build_threshold(positive)
+        self.max_classes = config.max_classes
+        self.guard = self._build_guard(positive)
+        self.alerts_suppressed = dict.fromkeys(AlertGuard.REASONS, 0)
         drift = config.drift
         self.score_monitor = (
             DriftMonitor("score", drift.detector, drift.min_gap, drift.score_block, **drift.params)
@@ -289,12 +305,47 @@ class Processor:
         elif mode == "anomaly" and verdict.classifier_alert:
             verdict.classifier_alert = False
             verdict.reason = ""
+        if verdict.classifier_alert:
+            self._guard(verdict)
         if verdict.anomaly_alert and not verdict.classifier_alert:
             verdict.reason = f"anomaly score {verdict.anomaly_score:.4g} above calibrated threshold"
 
+    def _guard(self, verdict: Verdict) -> None:
+        """Withhold the verdict's classifier alert where the AlertGuard says so, and count why."""
+        withheld = self.guard.check(verdict.index)
+        if withheld:
+            verdict.classifier_alert = False
+            verdict.reason = ""
+            self.alerts_suppressed[withheld] += 1
+
     # -- learning ------------------------------------------------------------------------------------------
+    def _fold(self, label: str | None) -> str | None:
+        """The label as tracked: a class beyond ``max_classes`` tracked ones counts as ``"other"``.
+
+        >>> p = Processor(ModelConfig(max_classes=2))
+        >>> [p._fold(y) for y in ("a", "b", "a", "c")], p.classes
+        (['a', 'b', 'a', 'other'], ['a', 'b'])
+        """
+        if label is None or label in self.class_counts or label == self.positive or label in self.classes:
+            return label
+        if len(self.classes) < self.max_classes:
+            self.classes.append(label)
+            return label
+        if not self._warned_classes:
+            self._warned_classes = True
+            log.warning(
+                "more than %d classes: labels of further classes (e.g. %.50r) are counted as %r "
+                "(model.max_classes)", self.max_classes, label, OTHER_CLASS,
+            )  # fmt: skip
+        return OTHER_CLASS
+
+    def _folded(self, event: Event) -> Event:
+        label = self._fold(event.label)
+        return event if label == event.label else dataclasses.replace(event, label=label)
+
     def learn_one(self, verdict: Verdict, label: str) -> list[DriftEvent]:
         """The supervised half: the label of an event scored earlier (now, or late through a LabelJoiner)."""
+        label = self._fold(label)
         drifts = self._learn_label(verdict, label)
         self.classifier.learn_one(verdict.x, label)
         return drifts
@@ -308,6 +359,7 @@ class Processor:
         """``learn_one`` over late labels; a classifier with batch forms learns them as one batch."""
         if not self._batch_classifier:
             return [drift for verdict, label in labelled for drift in self.learn_one(verdict, label)]
+        labelled = [(verdict, self._fold(label)) for verdict, label in labelled]
         drifts: list[DriftEvent] = []
         for verdict, label in labelled:
             drifts += self._learn_label(verdict, label)
@@ -352,11 +404,13 @@ class Processor:
                 self._keep(DriftEvent(verdict.index, f"prevalence:{cls}", "prior_tracker", verdict.time))
             )
         self.threshold.update(label, verdict.proba)
+        self.guard.update(label, verdict.proba)
         self.n_learned += 1
         return drifts
 
     def process_one(self, event: Event) -> tuple[Verdict, list[DriftEvent]]:
         """Score, observe, and learn the event's own label if it carries one."""
+        event = self._folded(event)
         verdict = self.score_one(event)
         drifts = self.observe_one(verdict, event.label)
         if event.label is not None:
@@ -370,7 +424,7 @@ class Processor:
         batch forms scores the batch before learning it (see the module docstring). Otherwise, and when the
         detectors' learning depends on a positive class not known yet, it is ``process_one`` on each event.
         """
-        events = list(events)
+        events = [self._folded(e) for e in events]
         verdicts: list[Verdict] = []
         drifts: list[DriftEvent] = []
         negatives_only = self.config.learn_detectors_on == "negatives"
@@ -482,8 +536,11 @@ class Processor:
                 Verdict(e.id, at + i, e.time, combined[i], False, probas[i], *decision, raws[i], xs[i])
                 for i, (e, decision) in enumerate(zip(events, decisions, strict=True))
             ]  # fmt: skip
+            for verdict in verdicts:
+                if verdict.classifier_alert:
+                    self._guard(verdict)
             self.n_events += n
-            self.n_alerts += sum(alert for _, alert, _ in decisions)
+            self.n_alerts += sum(v.classifier_alert for v in verdicts)
             labelled = [i for i, event in enumerate(events) if event.label is not None]
             for label, seen in Counter(events[i].label for i in labelled).items():
                 self._count(label, seen)
@@ -537,6 +594,7 @@ class Processor:
                 self._keep(DriftEvent(v.index, f"prevalence:{c}", "prior_tracker", v.time)) for c in changed
             ]
         self.threshold.update_many(ys, probas)
+        self.guard.update_many(ys, probas)
         self.n_learned += len(ys)
         return drifts
 
@@ -546,6 +604,7 @@ class Processor:
         if min(self.class_counts.values()) >= max(1, self.config.min_positive_labels):
             self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
             self.threshold = self._build_threshold(self.positive)
+            self.guard = self._build_guard(self.positive)
 
     def _build_threshold(self, positive: str | None) -> Any:
         """The configured threshold policy; plain argmax while a policy that needs the rare class waits
@@ -560,6 +619,11 @@ class Processor:
             if positive is not None:
                 raise
             return build_threshold("argmax", positive=None)
+
+    def _build_guard(self, positive: str | None) -> AlertGuard:
+        """The guard on classifier alerts (``config.alerts``)."""
+        cfg = self.config.alerts
+        return AlertGuard(positive, cfg.skill_margin, cfg.max_rate, cfg.per_events, cfg.min_positives)
 
     def _record(self, drift: DriftEvent | None, into: list[DriftEvent]) -> None:
         if drift is not None:
@@ -588,6 +652,7 @@ class Processor:
             "observed_prevalence": observed,
             "thresholds": {"anomaly": self.calibrator.threshold(), **self._threshold_values()},
             "rolling": rolling,
+            "alerts_suppressed": dict(self.alerts_suppressed),
         }
 
     def _threshold_values(self) -> dict[str, float]:
@@ -608,6 +673,8 @@ class Processor:
             "strategy": self.strategy_name,
             "threshold_policy": self.threshold_policy,
             "priors": dict(self.priors.priors()),
+            "alerts_suppressed": dict(self.alerts_suppressed),
+            "classifier_skill": _nan_to_none(self.guard.skill),
             "labelled": evaluation.pop("labelled"),
             "metrics": evaluation.pop("overall", {}),
             "segments": evaluation.pop("segments", []),
@@ -663,3 +730,7 @@ def score_learn_many(
 def _parameters(factory: Any) -> set[str]:
     """Names of a factory's parameters (empty for None)."""
     return set(inspect.signature(factory).parameters) if factory is not None else set()
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -185,8 +185,11 @@ def test_a_batch_classifier_scores_the_batch_before_learning_it():
 
 def test_a_batch_classifier_batch_is_decided_at_its_start_and_its_anomaly_side_is_exact():
     records = card_records(3500)  # the last batch of 500 is learned whole (see batch_slice)
-    exact, exact_results = run_pipeline(records, ModelConfig(**PER_EVENT_CLASSIFIER))
-    columns, column_results = run_pipeline(records[:3000], ModelConfig())
+    unguarded = {
+        "alerts": {"skill_margin": None, "max_rate": None}
+    }  # the decisions as the threshold made them
+    exact, exact_results = run_pipeline(records, ModelConfig(**PER_EVENT_CLASSIFIER, **unguarded))
+    columns, column_results = run_pipeline(records[:3000], ModelConfig(**unguarded))
     before = copy.deepcopy(columns)
     last = Pipeline(columns, EventDecoder(SCHEMA)).handle(
         [InputRecord(r, None, None, "test", 0, 3000 + i) for i, r in enumerate(records[3000:])]

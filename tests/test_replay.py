@@ -103,7 +103,9 @@ def test_creditcard_slice_without_config(tmp_path):
     assert report["schema"]["label"] == "Class" and report["positive_class"] == "1"
     assert report["metrics"]["support"] > 100
     assert report["metrics"]["roc_auc"] > 0.85
-    assert report["metrics"]["recall"] > 0.5
+    # the alert guard withholds the young model's alerts while its measured skill is below chance
+    assert report["metrics"]["f1"] > 0.55 and report["metrics"]["precision"] > 0.7
+    assert report["metrics"]["recall"] > 0.4
 
 
 @pytest.mark.parametrize(

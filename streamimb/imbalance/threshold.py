@@ -29,12 +29,14 @@ from typing import Any
 import numpy as np
 from river import base
 
+from streamimb.evaluation.metrics import pr_auc, roc_auc
 from streamimb.imbalance.priors import PriorTracker
 from streamimb.imbalance.weighting import CostMatrix, cost_of
 
 __all__ = [
     "THRESHOLDS",
     "AlertBudget",
+    "AlertGuard",
     "ArgMax",
     "BestThreshold",
     "LearnedThreshold",
@@ -697,6 +699,145 @@ class AlertBudget(ThresholdPolicy):
             self.positive,
             f"p({self.positive})={p:.3f} >= cut {self._cut:.3f}; {used + 1}/{self.max_alerts} per {unit}",
         )
+
+
+class AlertGuard(base.Base):
+    """Withholds a policy's alerts while the served score shows no skill, and caps the alert rate.
+
+    *Skill*: over the last `window` labelled events, the PR AUC (average precision) of the positive-class
+    probability each event was served with (`update` gets the probabilities of the decision) must beat the
+    window's prevalence π by `skill_margin` of the room above it, ``(PR AUC - π) / (1 - π) >= skill_margin``,
+    and not by chance: the score's ROC AUC must be `min_z` standard errors above 0.5 (Mann-Whitney). A score
+    without skill has a PR AUC of about π, whatever threshold a policy picks on it (`max_f1` on such a score
+    alerts on every event). One window for both classes: scores that drift over time do not pass for skill.
+    Until the window holds `min_positives` scored positives the skill is unknown and alerts are withheld; it
+    is measured again every `refresh` labels.
+
+    *Rate cap*: at most ``max_rate * per_events`` alerts in any `per_events` consecutive events (an exact
+    sliding window over event positions).
+
+    Parameters
+    ----------
+    positive
+        The class whose alerts are guarded; None: nothing to learn, every alert is withheld for no skill.
+    skill_margin, min_z
+        Required skill score and significance; `skill_margin=None`: no skill guard.
+    max_rate, per_events
+        The alert-rate cap and its window in events; `max_rate=None`: no cap.
+    min_positives, window, refresh
+        Scored positives needed, labelled events the skill is measured on, labels between measurements.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(0)
+    >>> def served(skill):
+    ...     guard = AlertGuard(positive="1", max_rate=0.01, per_events=1000)
+    ...     for _ in range(5000):
+    ...         y = "1" if rng.random() < 0.05 else "0"
+    ...         guard.update(y, {"1": rng.gauss(0.3 + skill * (y == "1"), 0.15)})
+    ...     return guard
+    >>> guard = served(skill=0.0)
+    >>> guard.skilled, guard.check(0)
+    (False, 'no_skill')
+    >>> guard = served(skill=0.4)
+    >>> guard.skilled, [guard.check(i) for i in range(12)]
+    (True, ['', '', '', '', '', '', '', '', '', '', 'rate_cap', 'rate_cap'])
+    >>> guard.check(1000)  # the first alert left the window
+    ''
+    """
+
+    #: Why `check` withholds an alert.
+    REASONS: tuple[str, ...] = ("no_skill", "rate_cap")
+
+    def __init__(
+        self,
+        positive: Hashable | None = None,
+        skill_margin: float | None = 0.03,
+        max_rate: float | None = 0.05,
+        per_events: int = 10_000,
+        min_positives: int = 20,
+        min_z: float = 3.0,
+        window: int = 20_000,
+        refresh: int = 250,
+    ) -> None:
+        self.positive = positive
+        self.skill_margin = skill_margin
+        self.min_z = min_z
+        self.max_rate = max_rate
+        self.per_events = per_events
+        self.min_positives = min_positives
+        self.window = window
+        self.refresh = refresh
+        self._scores = np.zeros(window)
+        self._hits = np.zeros(window, dtype=bool)
+        self._n = 0  # scored labels seen
+        self._skill = math.nan
+        self._z = math.nan
+        self._since = 0
+        cap = None if max_rate is None else max(1, int(max_rate * per_events))
+        self._alerts: deque[int] = deque(maxlen=cap)
+
+    @property
+    def skill(self) -> float:
+        """The last measured skill score ``(PR AUC - π) / (1 - π)``; NaN while unknown."""
+        return self._skill
+
+    @property
+    def skill_z(self) -> float:
+        """How many standard errors the last measured ROC AUC is above 0.5; NaN while unknown."""
+        return self._z
+
+    @property
+    def skilled(self) -> bool:
+        """Whether alerts may be raised as far as skill goes."""
+        return self.skill_margin is None or (self._skill >= self.skill_margin and self._z >= self.min_z)
+
+    def check(self, index: int) -> str:
+        """Why an alert at event position ``index`` is withheld ("no_skill", "rate_cap"), or "" when it may be
+        raised; then it counts against the cap. Positions must not decrease."""
+        if not self.skilled:
+            return "no_skill"
+        recent = self._alerts
+        if recent.maxlen is not None:
+            if len(recent) == recent.maxlen and index - recent[0] < self.per_events:
+                return "rate_cap"
+            recent.append(index)
+        return ""
+
+    def update(self, y_true: Hashable, proba: dict[Hashable, float]) -> None:
+        """Learn a label with the probabilities its event was served with."""
+        self.update_many([y_true], [proba])
+
+    def update_many(self, ys: Sequence[Hashable], probas: Sequence[dict[Hashable, float]]) -> None:
+        """`update` over a batch's labels; the skill is measured once at most."""
+        if self.positive is None:
+            return
+        positive, size = self.positive, self.window
+        unknown, new_positive = self._skill != self._skill, False
+        for y, proba in zip(ys, probas, strict=True):
+            if proba:  # events scored before the model learned anything carry no score
+                slot = self._n % size
+                self._scores[slot] = proba.get(positive, 0.0)
+                self._hits[slot] = hit = y == positive
+                new_positive |= hit
+                self._n += 1
+        self._since += len(ys)
+        if self._since >= self.refresh or (unknown and new_positive):
+            self._since = 0
+            self._measure()
+
+    def _measure(self) -> None:
+        held = min(self._n, self.window)
+        hits, scores = self._hits[:held], self._scores[:held]
+        n_pos = int(hits.sum())
+        n_neg = held - n_pos
+        if n_pos < self.min_positives or not n_neg:
+            self._skill = self._z = math.nan
+            return
+        prevalence = n_pos / held
+        self._skill = (pr_auc(hits, scores) - prevalence) / (1.0 - prevalence)
+        self._z = (roc_auc(hits, scores) - 0.5) / math.sqrt((held + 1) / (12.0 * n_pos * n_neg))
 
 
 THRESHOLDS: dict[str, Callable[..., ThresholdPolicy]] = {

@@ -22,28 +22,35 @@ True
 from __future__ import annotations
 
 import bisect
-import gzip
 import logging
 import math
 import platform
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 __all__ = [
     "LABEL_OUTCOMES",
     "LATENCY_BUCKETS",
+    "LISTEN_BACKLOG",
     "ROLLING_METRICS",
+    "SUPPRESSION_REASONS",
     "MetricsServer",
     "ProcessorStats",
     "Telemetry",
@@ -63,6 +70,9 @@ ROLLING_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "kappa", "gmean
 #: Outcomes of a label arriving at the LabelJoiner; pre-bound so that rate() sees them from zero.
 LABEL_OUTCOMES: tuple[str, ...] = ("joined", "expired", "unknown", "duplicate")
 
+#: Why the Processor's AlertGuard withholds a classifier alert; pre-bound at zero.
+SUPPRESSION_REASONS: tuple[str, ...] = ("no_skill", "rate_cap")
+
 OVERFLOW_LABEL = "other"
 
 
@@ -71,7 +81,7 @@ class ProcessorStats:
     """A snapshot of one partition's model state, produced by the Processor and read at scrape time.
 
     ``rolling`` maps a metric name from :data:`ROLLING_METRICS` to ``{class: value}``; undefined values
-    are NaN.
+    are NaN. ``alerts_suppressed`` counts the classifier alerts withheld so far, by reason.
     """
 
     learned_events: int = 0
@@ -79,6 +89,19 @@ class ProcessorStats:
     observed_prevalence: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     rolling: dict[str, dict[str, float]] = field(default_factory=dict)
+    alerts_suppressed: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> ProcessorStats:
+        """From ``Processor.stats()`` (class keys become strings; keys it lacks stay empty)."""
+        return cls(
+            learned_events=stats.get("learned_events", 0),
+            prevalence_estimate={str(k): v for k, v in stats.get("prevalence_estimate", {}).items()},
+            observed_prevalence={str(k): v for k, v in stats.get("observed_prevalence", {}).items()},
+            thresholds=dict(stats.get("thresholds", {})),
+            rolling={m: dict(v) for m, v in stats.get("rolling", {}).items()},
+            alerts_suppressed=dict(stats.get("alerts_suppressed", {})),
+        )
 
 
 StateSource = Callable[[], Mapping[int, ProcessorStats]]
@@ -180,6 +203,22 @@ def _weighted_means(per_partition: list[tuple[float, Mapping[str, float]]]) -> d
     return {k: (sums[k] / weights[k] if weights[k] > 0 else math.nan) for k in sums}
 
 
+def _fold(values: Mapping[str, float], limit: int, additive: bool) -> dict[str, float]:
+    """At most ``limit`` keys: the largest values kept, the rest as one ``other`` key (their sum where the
+    values add up, like prevalences; NaN otherwise).
+
+    >>> _fold({"a": 0.5, "b": 0.3, "c": 0.15, "d": 0.05}, 3, additive=True)
+    {'a': 0.5, 'b': 0.3, 'other': 0.2}
+    """
+    if len(values) <= limit:
+        return dict(values)
+    ranked = sorted(values, key=lambda k: (values[k] == values[k], values[k]), reverse=True)
+    kept = {k: values[k] for k in ranked[: limit - 1] if k != OVERFLOW_LABEL}
+    rest = [values[k] for k in values if k not in kept]
+    kept[OVERFLOW_LABEL] = math.fsum(v for v in rest if v == v) if additive else math.nan
+    return kept
+
+
 def _version(dist: str) -> str:
     try:
         return _dist_version(dist)
@@ -200,7 +239,8 @@ class Telemetry:
         Label values known up front: their counters are created at zero so that ``rate()`` and
         ``increase()`` see the first event.
     max_label_values
-        Cap on distinct label values per metric; further values are counted under ``other``.
+        Cap on distinct label values per metric; further values are counted under ``other`` (model-state
+        gauges keep the largest values and show the rest as ``other``).
     clock
         Wall clock (epoch seconds) used for checkpoint ages.
     """
@@ -219,6 +259,7 @@ class Telemetry:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
+        self.max_label_values = max_label_values
         self._clock = clock
         ns, reg = namespace, self.registry
 
@@ -415,9 +456,16 @@ class Telemetry:
 
         weights = [w if (w := _number(s.learned_events)) == w else 0.0 for _, s in parts]
 
-        def by_key(name: str, doc: str, label: str, getter: Callable[[ProcessorStats], Mapping[str, float]]):
+        def by_key(
+            name: str,
+            doc: str,
+            label: str,
+            getter: Callable[[ProcessorStats], Mapping[str, float]],
+            additive: bool = False,
+        ) -> GaugeMetricFamily:
             fam = GaugeMetricFamily(f"{ns}_{name}", doc, labels=[label])
             values = _weighted_means([(w, getter(s)) for w, (_, s) in zip(weights, parts, strict=True)])
+            values = _fold(values, self.max_label_values, additive)
             for key in sorted(values):
                 fam.add_metric([str(key)], values[key])
             return fam
@@ -427,12 +475,14 @@ class Telemetry:
             "Estimated class prevalence (decayed prior tracker).",
             "class",
             lambda s: s.prevalence_estimate,
+            additive=True,
         )
         yield by_key(
             "observed_prevalence",
             "Class prevalence among recently labelled events.",
             "class",
             lambda s: s.observed_prevalence,
+            additive=True,
         )
         yield by_key(
             "decision_threshold",
@@ -447,6 +497,21 @@ class Telemetry:
                 "class",
                 lambda s, m=metric: s.rolling.get(m, {}),
             )
+
+        suppressed = dict.fromkeys(SUPPRESSION_REASONS, 0.0)
+        for _, s in parts:
+            for reason, n in s.alerts_suppressed.items():
+                if reason in suppressed and (n := _number(n)) == n:
+                    suppressed[reason] += n
+        withheld = CounterMetricFamily(
+            f"{ns}_alerts_suppressed",
+            "Classifier alerts withheld, by reason: no measured skill, or the alert-rate cap (summed over "
+            "the partitions held; it moves with a partition).",
+            labels=["reason"],
+        )
+        for reason, n in suppressed.items():
+            withheld.add_metric([reason], n)
+        yield withheld
 
         ages = GaugeMetricFamily(
             f"{ns}_checkpoint_age_seconds", "Seconds since the last checkpoint.", labels=["partition"]
@@ -485,53 +550,12 @@ class _ScrapeCollector:
             *(f"rolling_{m}" for m in ROLLING_METRICS),
         ]
         out: list[Metric] = [GaugeMetricFamily(f"{ns}_{n}", "") for n in names]
+        out.append(CounterMetricFamily(f"{ns}_alerts_suppressed", ""))
         out.append(HistogramMetricFamily(f"{ns}_processing_latency_seconds", ""))
         return out
 
     def collect(self) -> Iterator[Metric]:
         return self._telemetry._families()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        srv = self.server
-        if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(srv.telemetry.registry)
-            headers = {"Content-Type": content_type}
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
-                body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-            self._reply(200, body, headers)
-        elif path == "/healthz":
-            ok = srv.telemetry.alive(srv.liveness_timeout)
-            self._reply(200 if ok else 503, b"ok\n" if ok else b"processing loop stalled\n")
-        elif path == "/readyz":
-            ok = srv.telemetry.ready
-            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-        else:
-            self._reply(404, b"not found\n")
-
-    def _reply(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        for k, v in (headers or {"Content-Type": "text/plain; charset=utf-8"}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics server: " + format, *args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    telemetry: Telemetry
-    liveness_timeout: float
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -546,17 +570,50 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+#: Connections the metrics server's socket queues before it accepts them. socketserver's default (5) made
+#: 50 parallel scrapes time out; accepted connections each get a (daemon) thread.
+LISTEN_BACKLOG = 128
+#: Seconds a connection may stay silent before the server drops it.
+REQUEST_TIMEOUT = 30.0
+_PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """wsgiref's server, a thread per request, a listen backlog of :data:`LISTEN_BACKLOG`."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away is logged at debug level; anything else with its traceback, in the log."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("metrics server: client %s: %s", client_address, exc)
+        else:
+            log.exception("metrics server: error serving %s", client_address)
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics server: " + format, *args)
+
+
 class MetricsServer:
     """A threaded HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``; 404 elsewhere.
 
-    ``address`` is ``"HOST:PORT"``; port 0 binds a free port, read back from :attr:`address` after
-    :meth:`start`. ``/healthz`` answers 503 once the runner's heartbeats are older than ``liveness_timeout``.
+    ``/metrics`` is prometheus_client's WSGI app (content negotiation, gzip, ``name[]`` filters) on the
+    telemetry's registry. ``address`` is ``"HOST:PORT"``; port 0 binds a free port, read back from
+    :attr:`address` after :meth:`start`. ``/healthz`` answers 503 once the runner's heartbeats are older than
+    ``liveness_timeout``; ``/readyz`` 503 while the telemetry is not ready.
     """
 
     def __init__(self, address: str, telemetry: Telemetry, *, liveness_timeout: float = 60.0) -> None:
         self._host, self._port = _split_address(address)
         self.telemetry = telemetry
         self.liveness_timeout = liveness_timeout
+        self._metrics_app = make_wsgi_app(telemetry.registry)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -566,6 +623,28 @@ class MetricsServer:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{host}:{self._port}"
 
+    def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The WSGI application: ``/metrics``, ``/healthz``, ``/readyz``, 404 elsewhere."""
+        path = environ.get("PATH_INFO", "")
+        try:
+            if path == "/metrics":
+                return self._metrics_app(environ, start_response)
+            if environ.get("REQUEST_METHOD") != "GET":
+                status, body = "405 Method Not Allowed", b"method not allowed\n"
+            elif path == "/healthz":
+                ok = self.telemetry.alive(self.liveness_timeout)
+                status, body = ("200 OK", b"ok\n") if ok else ("503 Service Unavailable", b"loop stalled\n")
+            elif path == "/readyz":
+                ok = self.telemetry.ready
+                status, body = ("200 OK", b"ready\n") if ok else ("503 Service Unavailable", b"not ready\n")
+            else:
+                status, body = "404 Not Found", b"not found\n"
+        except Exception:
+            log.exception("metrics server: %s failed", path)
+            status, body = "500 Internal Server Error", b"internal error\n"
+        start_response(status, _PLAIN)
+        return [body]
+
     def start(self) -> MetricsServer:
         if self._server is not None:
             return self
@@ -573,8 +652,7 @@ class MetricsServer:
         if ":" in self._host:
             server_cls.address_family = socket.AF_INET6
         server = server_cls((self._host, self._port), _Handler)
-        server.telemetry = self.telemetry
-        server.liveness_timeout = self.liveness_timeout
+        server.set_app(self.app)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -602,14 +680,7 @@ class MetricsServer:
 
 def processor_stats(processor: Any) -> ProcessorStats:
     """What the scrape reads of one Processor (one partition's model)."""
-    s = processor.stats()
-    return ProcessorStats(
-        learned_events=s["learned_events"],
-        prevalence_estimate={str(k): v for k, v in s["prevalence_estimate"].items()},
-        observed_prevalence=s["observed_prevalence"],
-        thresholds=s["thresholds"],
-        rolling=s["rolling"],
-    )
+    return ProcessorStats.from_stats(processor.stats())
 
 
 def stream_telemetry(classes: Sequence[str] = (), registry: CollectorRegistry | None = None) -> Telemetry:
