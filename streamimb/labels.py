@@ -5,9 +5,11 @@ before its event was scored (a consumer catching up on both topics reads them in
 prediction. Both sides are bounded in number and age. Outcomes are counted:
 
 - ``joined``: a label met its prediction;
-- ``expired``: a prediction aged out (or was evicted by the size bound) without a label;
+- ``expired``: a prediction aged out without a label;
 - ``unknown``: a label aged out without ever meeting a prediction (unknown id, or its prediction expired);
-- ``duplicate``: a second label for an id that was already joined.
+- ``duplicate``: a second label for an id that was already joined;
+- ``evicted``: a prediction or an early label dropped by the size bound (``max_pending`` each side), e.g.
+  by a flood of labels for unknown ids.
 
 >>> joiner = LabelJoiner(ttl_seconds=100, max_pending=2)
 >>> joiner.add("a", "prediction-a", now=0)
@@ -21,7 +23,7 @@ prediction. Both sides are bounded in number and age. Outcomes are counted:
 >>> joiner.add("c", "prediction-c", now=9)
 >>> joiner.expire(now=500)
 >>> joiner.counts
-{'joined': 2, 'expired': 1, 'unknown': 0, 'duplicate': 1}
+{'joined': 2, 'expired': 1, 'unknown': 0, 'duplicate': 1, 'evicted': 0}
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-OUTCOMES = ("joined", "expired", "unknown", "duplicate")
+OUTCOMES = ("joined", "expired", "unknown", "duplicate", "evicted")
 
 
 class LabelJoiner(Generic[T]):
@@ -68,7 +70,7 @@ class LabelJoiner(Generic[T]):
         self._pending.move_to_end(event_id)
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
-            self.counts["expired"] += 1
+            self.counts["evicted"] += 1
         return None
 
     def match(self, event_id: str, label: str, now: float) -> T | None:
@@ -85,7 +87,7 @@ class LabelJoiner(Generic[T]):
             self._early[event_id] = (now, label)
             while len(self._early) > self.max_pending:
                 self._early.popitem(last=False)
-                self.counts["unknown"] += 1
+                self.counts["evicted"] += 1
         else:
             self.counts["duplicate"] += 1
         return None

@@ -104,7 +104,7 @@ def test_batch_counts_and_label_children():
     assert alerts[(("class", "0"), ("detector", "hst"))] == 0  # pre-bound at zero
     assert m["streamimb_drifts_total"] == {(("signal", "score"),): 1}
     labels = {dict(k)["outcome"]: v for k, v in m["streamimb_labels_total"].items()}
-    assert labels == {"joined": 40, "expired": 2, "unknown": 0, "duplicate": 0}
+    assert labels == {"joined": 40, "expired": 2, "unknown": 0, "duplicate": 0, "evicted": 0}
     assert set(labels) == set(LABEL_OUTCOMES)
     assert m["streamimb_consumer_lag_records"][(("partition", "0"),)] == 120
     assert m["streamimb_consumer_lag_seconds"][(("partition", "0"),)] == 1.5

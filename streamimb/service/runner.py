@@ -1023,7 +1023,8 @@ class ServiceRunner:
         if self.telemetry is None:
             return
         self.telemetry.record_batch(
-            consumed=outcome.consumed + outcome.label_records,
+            consumed=outcome.consumed,
+            label_records=outcome.label_records,
             processed=outcome.processed,
             latencies_seconds=outcome.latencies,
             dead_letters=Counter(d.reason for d in outcome.dead_letters),
@@ -1055,7 +1056,11 @@ class ServiceRunner:
     def partition_stats(self) -> dict[int, Any]:
         from streamimb.service.telemetry import processor_stats
 
-        return {partition: processor_stats(state.processor) for partition, state in list(self.states.items())}
+        out = {}
+        for partition, state in list(self.states.items()):
+            stats = out[partition] = processor_stats(state.processor)
+            stats.pending_predictions, stats.early_labels = len(state.joiner), state.joiner.early_labels
+        return out
 
     def status_line(self, elapsed: float) -> str:
         rate = self.consumed / elapsed if elapsed > 0 else 0.0

@@ -45,6 +45,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from streamimb.labels import OUTCOMES as JOIN_OUTCOMES
+
 __all__ = [
     "LABEL_OUTCOMES",
     "LATENCY_BUCKETS",
@@ -68,7 +70,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 ROLLING_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "kappa", "gmean", "roc_auc")
 
 #: Outcomes of a label arriving at the LabelJoiner; pre-bound so that rate() sees them from zero.
-LABEL_OUTCOMES: tuple[str, ...] = ("joined", "expired", "unknown", "duplicate")
+LABEL_OUTCOMES: tuple[str, ...] = JOIN_OUTCOMES
 
 #: Why the Processor's AlertGuard withholds a classifier alert; pre-bound at zero.
 SUPPRESSION_REASONS: tuple[str, ...] = ("no_skill", "rate_cap")
@@ -82,6 +84,7 @@ class ProcessorStats:
 
     ``rolling`` maps a metric name from :data:`ROLLING_METRICS` to ``{class: value}``; undefined values
     are NaN. ``alerts_suppressed`` counts the classifier alerts withheld so far, by reason.
+    ``pending_predictions`` and ``early_labels`` are the partition's label join (set by the service).
     """
 
     learned_events: int = 0
@@ -90,6 +93,8 @@ class ProcessorStats:
     thresholds: dict[str, float] = field(default_factory=dict)
     rolling: dict[str, dict[str, float]] = field(default_factory=dict)
     alerts_suppressed: dict[str, float] = field(default_factory=dict)
+    pending_predictions: int = 0
+    early_labels: int = 0
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any]) -> ProcessorStats:
@@ -264,7 +269,10 @@ class Telemetry:
         ns, reg = namespace, self.registry
 
         self._consumed = Counter(
-            "events_consumed", "Records read from the source.", namespace=ns, registry=reg
+            "events_consumed", "Event records read from the source.", namespace=ns, registry=reg
+        )
+        self._label_records = Counter(
+            "label_records_consumed", "Records read from the labels topic.", namespace=ns, registry=reg
         )
         self._processed = Counter(
             "events_processed", "Events scored by the processor.", namespace=ns, registry=reg
@@ -351,14 +359,18 @@ class Telemetry:
         alerts: Mapping[tuple[str, str], int] | None = None,
         drifts: Mapping[str, int] | None = None,
         labels: Mapping[str, int] | None = None,
+        label_records: int = 0,
     ) -> None:
-        """Count one poll batch: records consumed, events processed, their latencies and outcomes.
+        """Count one poll batch: event records consumed, events processed, their latencies and outcomes.
 
         ``latencies_seconds`` are per-event processing latencies (or one batch latency); ``labels`` maps a
-        join outcome (joined/expired/unknown/duplicate) to a count. Also counts as a liveness heartbeat.
+        join outcome (see :data:`LABEL_OUTCOMES`) to a count; ``label_records`` counts the records read from
+        the labels topic. Also counts as a liveness heartbeat.
         """
         if consumed:
             self._consumed.inc(consumed)
+        if label_records:
+            self._label_records.inc(label_records)
         if processed:
             self._processed.inc(processed)
         if len(latencies_seconds):  # a list or a numpy array
@@ -450,9 +462,19 @@ class Telemetry:
         learned = GaugeMetricFamily(
             f"{ns}_learned_events", "Labelled events the model has learned from.", labels=["partition"]
         )
+        pending = GaugeMetricFamily(
+            f"{ns}_pending_predictions", "Predictions waiting for their label.", labels=["partition"]
+        )
+        early = GaugeMetricFamily(
+            f"{ns}_pending_early_labels", "Labels waiting for their event's prediction.", labels=["partition"]
+        )
         for p, s in parts:
             learned.add_metric([str(p)], _number(s.learned_events))
+            pending.add_metric([str(p)], _number(s.pending_predictions))
+            early.add_metric([str(p)], _number(s.early_labels))
         yield learned
+        yield pending
+        yield early
 
         weights = [w if (w := _number(s.learned_events)) == w else 0.0 for _, s in parts]
 
