@@ -98,3 +98,38 @@ def test_refused_credentials_stop_run_with_one_line_and_exit_2(monkeypatch, caps
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: authentication failed")
+
+
+def test_a_broker_frozen_mid_stream_makes_the_service_not_ready_until_it_answers_again():
+    broker = start_broker_or_skip(port=0)
+    try:
+        broker.create_topics(["events"], 2)
+        broker.create_topics(["alerts", "dead"], 1)
+        first = [json.dumps({"id": f"a{i}", "amount": float(i % 7)}).encode() for i in range(200)]
+        produce_records(broker.bootstrap, "events", first, partition=0)
+        kafka = fast_config(
+            broker.bootstrap, events_topic="events", alerts_topic="alerts", dead_letter_topic="dead"
+        )
+        config = ServiceConfig.model_validate(
+            {"kafka": kafka.model_dump(), "schema": {"numeric": ["amount"]}}
+        )
+        telemetry = stream_telemetry()
+        runner = ServiceRunner(config, telemetry=telemetry)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        wait_for(lambda: runner.consumed == 200 and telemetry.ready, 60, "the first events")
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not telemetry.ready, 60, "readiness to drop while the broker is frozen")
+            assert thread.is_alive()
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        wait_for(lambda: telemetry.ready, 60, "readiness once the broker answers")
+        more = [json.dumps({"id": f"b{i}", "amount": float(i % 5)}).encode() for i in range(100)]
+        produce_records(broker.bootstrap, "events", more, partition=1)
+        wait_for(lambda: runner.consumed == 300, 60, "the events produced after the freeze")
+        runner.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive() and runner.dead_lettered == 0
+    finally:
+        broker.stop()

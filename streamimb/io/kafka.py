@@ -699,8 +699,13 @@ class KafkaSource(SourceLifecycle):
     # -- health ----------------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
-        """True while the consumer is open, its last call succeeded and it holds a broker connection."""
+        """True while the consumer is open, its last call succeeded, it holds a broker connection, and (as a
+        group member with partitions) the group coordinator answered a heartbeat within the session timeout:
+        a broker that accepts connections but never answers is not connected."""
         if self._closed or not self._healthy:
+            return False
+        heartbeat = getattr(getattr(self._consumer, "_coordinator", None), "heartbeat", None)
+        if heartbeat is not None and heartbeat.session_timeout_expired() and self._consumer.assignment():
             return False
         gauge = self._connection_gauge
         if gauge is None:
