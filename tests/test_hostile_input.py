@@ -482,3 +482,39 @@ def test_replay_and_the_service_give_the_same_dead_letters_for_the_same_hostile_
     assert report["events"] == outcome.processed
     assert report["dead_letter_reasons"] == dict(Counter(d.reason for d in outcome.dead_letters))
     assert {d["row"] for d in report["dead_letter_rows"]} == {d.offset for d in outcome.dead_letters}
+
+
+@st.composite
+def hostile_file(draw) -> list[bytes]:
+    """Hostile event records as lines of a JSONL file (a file holds no tombstones, empty or split lines)."""
+    n = draw(st.integers(1, 40))
+    lines = [draw(event_record(i)) for i in range(n)]
+    return [line for line in lines if line and line.strip() and b"\n" not in line and b"\r" not in line]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(hostile_file())
+def test_hostile_files_replay_to_the_end_with_the_service_reasons(tmp_path_factory, lines):
+    from streamimb.replay import replay
+
+    path = tmp_path_factory.mktemp("hostile") / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    config = hostile_config()
+    config = config.model_copy(
+        update={
+            "event_schema": config.event_schema.model_copy(update={"numeric": ["amount", "n"]}),
+            "source": config.source.model_copy(update={"max_record_bytes": MAX_BYTES}),
+        }
+    )
+    report = replay(path, config, progress=False)
+    outcome = ServiceRunner(config).process_batch(
+        [RawRecord("events", 0, i, None, v, 0) for i, v in enumerate(lines)]
+    )
+    assert report["consumed"] == len(lines) == report["events"] + report["dead_letters"]
+    assert set(report["dead_letter_reasons"]) <= ALLOWED_REASONS
+    assert report["dead_letter_reasons"] == dict(Counter(d.reason for d in outcome.dead_letters))
