@@ -184,11 +184,11 @@ class AlertsConfig(Section):
     """Guards on the classifier's alerts (see streamimb.imbalance.threshold.AlertGuard)."""
 
     skill_margin: float | None = Field(
-        0.03,
+        0.5,
         ge=0.0,
-        lt=1.0,
         description="No classifier alert until the served score's rolling PR AUC beats the prevalence p by "
-        "this share of the room above it, (PR AUC - p) / (1 - p), beyond chance; null: no skill guard.",
+        "this share of the smaller class's share, (PR AUC - p) / min(p, 1 - p) (a lift of 1.5 for a rare "
+        "class), beyond chance; null: no skill guard.",
     )
     min_positives: int = Field(20, ge=1, description="Scored positives needed to measure the skill.")
     max_rate: float | None = Field(

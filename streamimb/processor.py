@@ -303,6 +303,8 @@ class Processor:
         if mode == "classifier":
             verdict.anomaly_alert = False
         elif mode == "anomaly" and verdict.classifier_alert:
+            if self.config.decision == "auto" and self._classifier_ready():
+                self.alerts_suppressed["no_skill"] += 1  # the classifier would alert; its score has no skill
             verdict.classifier_alert = False
             verdict.reason = ""
         if verdict.classifier_alert:
@@ -378,14 +380,18 @@ class Processor:
 
     def _decision_mode(self) -> str:
         """The decision mode in force: "auto" is "anomaly" until ``min_positive_labels`` labels of the rare
-        class were counted, then "classifier" for good (counts only grow)."""
+        class were counted and the alert guard has measured skill in the classifier's score, "classifier"
+        while it has (the anomaly detectors keep alerting while the classifier has none)."""
         mode = self.config.decision
         if mode != "auto":
             return mode
-        ready = self.positive is not None and (
+        return "classifier" if self._classifier_ready() and self.guard.skilled else "anomaly"
+
+    def _classifier_ready(self) -> bool:
+        """``min_positive_labels`` labels of the rare class were counted (counts only grow)."""
+        return self.positive is not None and (
             self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
         )
-        return "classifier" if ready else "anomaly"
 
     def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
         """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""

@@ -132,7 +132,9 @@ def test_no_skill_until_enough_positives_are_scored():
     guard.update_many(["1", "0", "0"], [{}, {"1": 0.1}, {"1": 0.1}])  # an unscored label does not count
     assert not guard.skilled
     guard.update_many(["1", "0"], [{"1": 0.9}, {"1": 0.1}])
-    assert guard.skilled and guard.skill == pytest.approx(1.0)
+    assert guard.skilled and guard.skill == pytest.approx(
+        22 / 20
+    )  # a perfect ranking: (1 - p) / p, p = 20/42
 
 
 def test_skill_is_measured_on_one_window_for_both_classes():
@@ -141,7 +143,8 @@ def test_skill_is_measured_on_one_window_for_both_classes():
     guard = AlertGuard(positive="1", window=5000)
     for i in range(40_000):
         guard.update("1" if rng.random() < 0.2 else "0", {"1": i / 40_000 + 0.01 * rng.random()})
-    assert not guard.skilled and abs(guard.skill) < 0.03
+    # PR AUC within 0.024 of the prevalence 0.2: |skill| = |PR AUC - 0.2| / 0.2 < 0.12
+    assert not guard.skilled and abs(guard.skill) < 0.12
 
 
 def test_the_rate_cap_is_an_exact_sliding_window():

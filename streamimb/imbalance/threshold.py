@@ -706,12 +706,13 @@ class AlertGuard(base.Base):
 
     *Skill*: over the last `window` labelled events, the PR AUC (average precision) of the positive-class
     probability each event was served with (`update` gets the probabilities of the decision) must beat the
-    window's prevalence π by `skill_margin` of the room above it, ``(PR AUC - π) / (1 - π) >= skill_margin``,
-    and not by chance: the score's ROC AUC must be `min_z` standard errors above 0.5 (Mann-Whitney). A score
-    without skill has a PR AUC of about π, whatever threshold a policy picks on it (`max_f1` on such a score
-    alerts on every event). One window for both classes: scores that drift over time do not pass for skill.
-    Until the window holds `min_positives` scored positives the skill is unknown and alerts are withheld; it
-    is measured again every `refresh` labels.
+    window's prevalence π by `skill_margin` of the smaller class's share, ``(PR AUC - π) / min(π, 1 - π) >=
+    skill_margin`` (for a rare class: a lift of 1 + `skill_margin` over chance, which late labels and a young
+    model reach long before a high absolute PR AUC), and not by chance: the score's ROC AUC must be `min_z`
+    standard errors above 0.5 (Mann-Whitney). A score without skill has a PR AUC of about π, whatever
+    threshold a policy picks on it (`max_f1` on such a score alerts on every event). One window for both
+    classes: scores that drift over time do not pass for skill. Until the window holds `min_positives` scored
+    positives the skill is unknown and alerts are withheld; it is measured again every `refresh` labels.
 
     *Rate cap*: at most ``max_rate * per_events`` alerts in any `per_events` consecutive events (an exact
     sliding window over event positions).
@@ -753,7 +754,7 @@ class AlertGuard(base.Base):
     def __init__(
         self,
         positive: Hashable | None = None,
-        skill_margin: float | None = 0.03,
+        skill_margin: float | None = 0.5,
         max_rate: float | None = 0.05,
         per_events: int = 10_000,
         min_positives: int = 20,
@@ -780,7 +781,7 @@ class AlertGuard(base.Base):
 
     @property
     def skill(self) -> float:
-        """The last measured skill score ``(PR AUC - π) / (1 - π)``; NaN while unknown."""
+        """The last measured skill score ``(PR AUC - π) / min(π, 1 - π)``; NaN while unknown."""
         return self._skill
 
     @property
@@ -836,7 +837,7 @@ class AlertGuard(base.Base):
             self._skill = self._z = math.nan
             return
         prevalence = n_pos / held
-        self._skill = (pr_auc(hits, scores) - prevalence) / (1.0 - prevalence)
+        self._skill = (pr_auc(hits, scores) - prevalence) / min(prevalence, 1.0 - prevalence)
         self._z = (roc_auc(hits, scores) - 0.5) / math.sqrt((held + 1) / (12.0 * n_pos * n_neg))
 
 

@@ -664,7 +664,7 @@ class MetricsServer:
         except Exception:
             log.exception("metrics server: %s failed", path)
             status, body = "500 Internal Server Error", b"internal error\n"
-        start_response(status, _PLAIN)
+        start_response(status, list(_PLAIN))
         return [body]
 
     def start(self) -> MetricsServer:
