@@ -410,17 +410,20 @@ class ServiceRunner:
         completed = False
         prepare_gc_for_streaming()
         try:
+            held: list[RawRecord] = []  # records held back for schema inference, released poll batch by batch
             while not self._stop.is_set():
-                records = source.poll()
+                records = source.poll() if not held else []
                 connected = source.connected
                 self._set_ready(connected and not self._checkpoints_failing())
                 if self._inference is not None:
-                    records = self._inference.offer(records)
+                    held = self._inference.offer(records)
                     if self._inference.schema is not None:
                         self._adopt(self._inference.schema)
                     elif self._inference.holding:
                         idle_since = time.monotonic()
                         continue
+                if held:
+                    records, held = held[: self.kafka.max_poll_records], held[self.kafka.max_poll_records :]
                 if not records:
                     self._maybe_checkpoint()
                     if (self._pending_commit or self._unconfirmed) and connected:
