@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kafka import KafkaConsumer, TopicPartition
 from kafka_broker import poll_count
 from prometheus_client.parser import text_string_to_metric_families
 from promstack import PrometheusServer, binary, free_port, http, require, wait_until
@@ -69,13 +70,22 @@ class Service:
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def wait_consuming(self, timeout: float = 20.0) -> None:
-        """Until /readyz answers 200, then (best effort) until the consumer group assigned partitions, so
-        that the producer starts on a live consumer rather than a backlog."""
-        wait_until(lambda: http(f"http://{self.metrics}/readyz", timeout=1.0)[0] == 200, timeout, "/readyz")
-        deadline = time.monotonic() + 10.0
-        while "assigned" not in self.log() and time.monotonic() < deadline and self.proc.poll() is None:
-            time.sleep(0.1)
+    def wait_consuming(self, timeout: float = 60.0) -> None:
+        """Until /readyz answers 200 and the consumer group assigned the partitions (the runner logs it), so
+        that the producer starts on a live consumer rather than a backlog; fail if the service exits first."""
+
+        def assigned() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"streamimb run exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            return http(f"http://{self.metrics}/readyz", timeout=1.0)[0] == 200 and "assigned [" in self.log()
+
+        wait_until(assigned, timeout, "the service to be ready with its partitions assigned")
+
+    def events_consumed(self) -> float:
+        """Event records the service has consumed, from /metrics: processed or dead-lettered (0 when down)."""
+        scraped = self.scrape()
+        dead = sum(v for (name, _), v in scraped.items() if name == "streamimb_dead_letters_total")
+        return scraped.get(("streamimb_events_processed_total", ()), 0.0) + dead
 
     def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The service's /metrics as ``{(sample name, sorted labels): value}`` (empty if unreachable)."""
@@ -147,6 +157,11 @@ def max_in_window(offsets: list[int], window: int) -> int:
     return best
 
 
+def topic_ends(consumer: KafkaConsumer, topics: list[str]) -> int:
+    """The records in the given one-partition topics (the sum of their end offsets)."""
+    return sum(consumer.end_offsets([TopicPartition(t, 0) for t in topics]).values())
+
+
 def run_service_example(
     example: str,
     broker: EmbeddedBroker,
@@ -156,9 +171,18 @@ def run_service_example(
     producer_args: list[str],
     expected_records: int,
     watch_metrics: bool = False,
+    pause_at: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], list[dict]]:
     """Start ``streamimb run`` with the example's service.yaml on fresh topics, run the producer against it,
-    and return (producer summary, service summary, topics, /metrics samples taken during the run)."""
+    and return (producer summary, service summary, topics, /metrics samples taken during the run).
+
+    Without ``watch_metrics`` the service stops by itself after ``expected_records`` event records. With it,
+    /metrics is sampled while the stream flows, and at progress points rather than moments: once the events
+    topic holds ``pause_at`` records the producer is paused (SIGSTOP) until the service has consumed every
+    event produced so far, sampled, and resumed; after the producer's end, the last sample is taken once the
+    service has consumed every event, and the service is then stopped (SIGTERM) at once, as --max-events
+    would have.
+    """
     topics = {
         "events": topic_factory(1, f"{example}-events"),
         "labels": topic_factory(1, f"{example}-labels"),
@@ -166,6 +190,7 @@ def run_service_example(
         "dead": topic_factory(1, f"{example}-dead"),
     }
     config = EXAMPLES / example / "service.yaml"
+    stop_args = [] if watch_metrics else ["--max-events", str(expected_records)]  # else: SIGTERM
     service = Service(
         workdir,
         [
@@ -176,8 +201,8 @@ def run_service_example(
             "--alerts-topic", topics["alerts"],
             "--dead-letter-topic", topics["dead"],
             "--group-id", f"{topics['events']}-group",
-            "--max-events", str(expected_records),
-            "--idle-timeout", "20",  # a safety net: --max-events stops it
+            *stop_args,
+            "--idle-timeout", "20",  # a safety net: --max-events (or SIGTERM) stops it
         ],
     )  # fmt: skip
     service_runs.append(service)
@@ -196,21 +221,44 @@ def run_service_example(
         env=env(),
         cwd=REPO,
     )  # fmt: skip
-    samples = []
-    while watch_metrics and producer.poll() is None:
+    ends = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+
+    def sample_once_all_consumed(what: str) -> None:
+        """Until the service consumed every record in the events topic; then sample /metrics."""
+        wait_until(lambda: service.events_consumed() >= topic_ends(ends, [topics["events"]]), 60, what)
         scraped = service.scrape()
-        if scraped:
-            samples.append(scraped)
-        time.sleep(0.2)
-    out, err = producer.communicate(timeout=120)
-    assert producer.returncode == 0, err[-3000:]
-    produced = json.loads(out.strip().splitlines()[-1])
-    assert produced["event_records"] == expected_records, produced
-    while watch_metrics and service.proc.poll() is None:
-        scraped = service.scrape()
-        if scraped:
-            samples.append(scraped)
-        time.sleep(0.2)
+        assert scraped, f"/metrics unreachable:\n{service.log()[-3000:]}"
+        samples.append(scraped)
+
+    samples: list[dict] = []
+    paused = stopped = False
+    try:
+        while watch_metrics and producer.poll() is None:
+            scraped = service.scrape()
+            if scraped:
+                samples.append(scraped)
+            if pause_at is not None and not paused and topic_ends(ends, [topics["events"]]) >= pause_at:
+                producer.send_signal(signal.SIGSTOP)
+                paused = stopped = True
+                sample_once_all_consumed(f"the service to catch up with the paused producer ({pause_at})")
+                producer.send_signal(signal.SIGCONT)
+                stopped = False
+            time.sleep(0.05)
+        out, err = producer.communicate(timeout=120)
+        assert producer.returncode == 0, err[-3000:]
+        produced = json.loads(out.strip().splitlines()[-1])
+        assert produced["event_records"] == expected_records, produced
+        assert paused or pause_at is None, f"the stream ended before the events topic held {pause_at} records"
+        if watch_metrics:
+            sample_once_all_consumed("the service to consume the whole stream")
+            service.proc.send_signal(signal.SIGTERM)
+    finally:
+        if stopped:
+            producer.send_signal(signal.SIGCONT)
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
+        ends.close()
     return produced, service.summary(), topics, samples
 
 
@@ -226,8 +274,8 @@ def check_counts_and_joins(produced: dict[str, Any], summary: dict[str, Any], ma
 
 
 # -- card fraud ------------------------------------------------------------------------------------------
-CARD_EVENTS = 8000
-CARD_BAD_EVERY = 2000
+CARD_EVENTS = 16000
+CARD_BAD_EVERY = 4000
 
 
 @pytest.mark.kafka
@@ -312,6 +360,9 @@ def test_churn_example_follows_the_churn_rate_down_after_the_campaign(
         args,
         events + malformed,
         watch_metrics=True,
+        # a sample once the service has consumed the first half of the pre-campaign months (and the few
+        # records the producer sent before it was paused): in the window checked below by construction
+        pause_at=CHURN_CAMPAIGN * CHURN_CUSTOMERS // 2 + 100,
     )
     check_counts_and_joins(produced, summary, malformed)
     assert 0.06 < produced["churn_rate_before"] < 0.10 and 0.015 < produced["churn_rate_after"] < 0.045
@@ -355,28 +406,33 @@ def test_ops_metrics_example_flags_the_injected_anomaly(tmp_path, service_runs):
             text=True,
         )
         assert check.returncode == 0, check.stdout + check.stderr
-    exporter = subprocess.Popen(
-        [
-            sys.executable, str(EXAMPLES / "ops_metrics" / "producer.py"),
-            "--port", "0",
-            "--period", str(OPS_PERIOD),
-            "--anomaly-at", str(OPS_ANOMALY_AT),
-            "--duration", "120",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env(),
-        cwd=REPO,
-    )  # fmt: skip
-    try:
-        serving = json.loads(exporter.stdout.readline())["serving"]
-        target = serving.split("//", 1)[1].split("/", 1)[0]
-        interval = f"{round(OPS_STEP * 1000)}ms"
-        with PrometheusServer(tmp_path / "prometheus", {"shop": [target]}, interval=interval) as prom:
+    # Prometheus first, scraping the exporter's port before the exporter is up: the exporter's clock (the
+    # anomaly comes OPS_ANOMALY_AT s after its start) then starts with the scrapes, so the history before
+    # the anomaly holds ~OPS_ANOMALY_AT / OPS_STEP points however long Prometheus took to start.
+    target = f"127.0.0.1:{free_port()}"
+    interval = f"{round(OPS_STEP * 1000)}ms"
+    with PrometheusServer(tmp_path / "prometheus", {"shop": [target]}, interval=interval) as prom:
+        exporter = subprocess.Popen(
+            [
+                sys.executable, str(EXAMPLES / "ops_metrics" / "producer.py"),
+                "--port", target.rsplit(":", 1)[1],
+                "--period", str(OPS_PERIOD),
+                "--anomaly-at", str(OPS_ANOMALY_AT),
+                "--duration", "120",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env(),
+            cwd=REPO,
+        )  # fmt: skip
+        try:
+            serving = json.loads(exporter.stdout.readline())["serving"]
+            assert serving == f"http://{target}/metrics", serving
             prom.wait_up("shop")
             # enough history for the detectors' warm-up (the config's lookback reads it at start)
             config = yaml.safe_load((EXAMPLES / "ops_metrics" / "local.yaml").read_text())
             warmup = config["series"]["params"]["warmup"]
+            assert warmup + 20 < OPS_ANOMALY_AT / OPS_STEP  # enough history before the anomaly
             history = 'count_over_time(shop_latency_seconds{job="shop",service="checkout"}[5m])'
             wait_until(lambda: (prom.value(history) or 0) >= warmup + 5, 30, f"{warmup + 5} scrapes")
             config["source"].update(url=prom.url, interval_seconds=OPS_STEP, step=OPS_STEP)
@@ -402,9 +458,9 @@ def test_ops_metrics_example_flags_the_injected_anomaly(tmp_path, service_runs):
             alert = wait_until(alert_on_target, 20, "an alert on the injected series")
             service.stop()
             summary = service.summary(timeout=10)
-    finally:
-        exporter.terminate()
-        exporter.wait(timeout=10)
+        finally:
+            exporter.terminate()
+            exporter.wait(timeout=10)
     assert alert["rule"] == "series" and alert["anomaly_score"] >= config["series"]["threshold"]
     assert alert["time"] <= injected["at"] + 10 * OPS_STEP  # found within a few points
     alerts = [json.loads(line) for line in alerts_path.read_text().splitlines()]

@@ -114,6 +114,19 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
+class OutageTelemetry(Telemetry):
+    """Counts the polls that found the source disconnected (the runner reports readiness after each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls_not_ready = 0
+
+    def set_ready(self, ready: bool) -> None:
+        super().set_ready(ready)
+        if not ready:
+            self.polls_not_ready += 1
+
+
 def test_broker_killed_and_restarted_mid_stream(s3_endpoint, tmp_path):
     broker = durable_broker(s3_endpoint)
     names = {k: f"{k}-durable" for k in TOPICS}
@@ -148,29 +161,48 @@ def test_broker_killed_and_restarted_mid_stream(s3_endpoint, tmp_path):
             "checkpoint": {"directory": str(tmp_path), "key": KEY, "every_events": 300, "every_seconds": 1},
         }
     )
-    telemetry = Telemetry()
+    telemetry = OutageTelemetry()
     server = MetricsServer("127.0.0.1:0", telemetry).start()
-    runner = ServiceRunner(config, telemetry=telemetry)
+    paused, killed = threading.Event(), threading.Event()
+
+    def pause_mid_stream(runner: ServiceRunner, _outcome) -> None:
+        """The loop holds after its first batch past 300 events until the broker is dead: the kill lands
+        mid-stream whatever the machine's speed."""
+        if runner.consumed >= 300 and not paused.is_set():
+            paused.set()
+            killed.wait(60)
+
+    runner = ServiceRunner(config, telemetry=telemetry, on_batch=pause_mid_stream)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(runner.run()), daemon=True)
     thread.start()
     restarted = None
     try:
-        wait_for(lambda: runner.consumed >= 300 and readyz(server.address) == 200, 60, "consumption")
+        wait_for(lambda: paused.is_set() and readyz(server.address) == 200, 60, "consumption")
 
         os.kill(broker.pid, signal.SIGKILL)  # the broker dies without any goodbye, mid-stream
         port = broker.port
         broker.stop()
+        down_since = time.monotonic()
         at_kill = runner.consumed
+        killed.set()
         wait_for(lambda: readyz(server.address) == 503, 30, "/readyz 503 while the broker is down")
-        time.sleep(2)  # the service keeps retrying (with backoff) meanwhile
+        # the service keeps polling (with backoff) through an outage of a few seconds: wait for both the
+        # loop's progress (polls that found the broker gone) and the outage's length, whichever comes last
+        not_ready_before = telemetry.polls_not_ready
+        wait_for(
+            lambda: telemetry.polls_not_ready >= not_ready_before + 5 and time.monotonic() - down_since >= 2,
+            60,
+            "the loop to keep polling while the broker is down",
+        )
         assert thread.is_alive()
-        assert at_kill < 1500, "the broker was meant to die before the first half was consumed"
+        assert 300 <= at_kill < 1500, "the broker was meant to die before the first half was consumed"
 
         restarted = durable_broker(s3_endpoint, port=port)
         produce(restarted.bootstrap, second)  # the topics came back from S3 with the new broker
         wait_for(lambda: runner.consumed >= 3000 and readyz(server.address) == 200, 90, "the second half")
     finally:
+        killed.set()  # never leave the loop held, whatever failed
         runner.stop()
         thread.join(timeout=60)
         server.stop()

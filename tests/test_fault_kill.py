@@ -1,10 +1,14 @@
 """kill -9 at random moments, restart: every event is learned exactly once and none is lost.
 
 The service runs as a real subprocess (``python -m streamimb run``) with a short checkpoint interval and is
-SIGKILLed a few times (seeded moments) while it consumes. Two thirds of the events carry their label; the
-others are labelled later on a co-partitioned labels topic, so the joiner's pending predictions and early
-labels must survive the kills too. At the end, each partition's checkpoint must have learned exactly as many
-events as were produced to it, and must cover every offset.
+SIGKILLed a few times while it consumes. Two thirds of the events carry their label; the others are labelled
+later on a co-partitioned labels topic, so the joiner's pending predictions and early labels must survive the
+kills too. At the end, each partition's checkpoint must have learned exactly as many events as were produced
+to it, and must cover every offset.
+
+The kill moments are progress points, not delays: each process is killed once its own
+``streamimb_events_consumed_total`` reaches a seeded random target, and the stream is produced in chunks, the
+next one only after the kill, so that every kill lands mid-stream however fast the machine is.
 """
 
 from __future__ import annotations
@@ -82,13 +86,21 @@ def log_tail(proc: subprocess.Popen, chars: int = 4000) -> str:
     return proc.log_path.read_text(errors="replace")[-chars:]
 
 
-def wait_consuming(port: int, proc: subprocess.Popen, timeout_s: float = 40.0) -> bool:
+def wait_consumed(port: int, proc: subprocess.Popen, at_least: float, timeout_s: float = 40.0) -> float:
+    """Poll /metrics until the process's ``streamimb_events_consumed_total`` reaches ``at_least``; return the
+    count seen then, or 0.0 when the process exited or ``timeout_s`` passed first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        if scrape(port).get("streamimb_events_consumed_total", 0) > 0:
-            return True
-        time.sleep(0.05)
-    return False
+        consumed = scrape(port).get("streamimb_events_consumed_total", 0.0)
+        if consumed >= at_least:
+            return consumed
+        time.sleep(0.02)
+    return 0.0
+
+
+def wait_consuming(port: int, proc: subprocess.Popen, timeout_s: float = 40.0) -> bool:
+    """Until the process consumed its first record (False if it exited or ``timeout_s`` passed first)."""
+    return wait_consumed(port, proc, 1, timeout_s) > 0
 
 
 def test_kill_9_at_random_moments_loses_nothing_and_learns_nothing_twice(
@@ -100,45 +112,56 @@ def test_kill_9_at_random_moments_loses_nothing_and_learns_nothing_twice(
         "alerts_topic": topic_factory(1, "alerts"),
         "dead_letter_topic": topic_factory(1, "dead"),
     }
-    n = 6000
+    n, kills = 6000, 3
     labelled, _ = make_events(n, seed=11)
     unlabelled, labels = make_events(n, seed=11, labelled=False)
+    ids = {p: list(range(p, n, PARTITIONS)) for p in range(PARTITIONS)}
+    late = {i for i in range(n) if (i // PARTITIONS) % 3 == 0}  # a third of the events: labelled later
+    per_chunk = n // PARTITIONS // (kills + 1)  # events per partition and chunk (the last: after the kills)
     produced = {p: 0 for p in range(PARTITIONS)}
-    for p in range(PARTITIONS):
-        ids = range(p, n, PARTITIONS)
-        values = [unlabelled[i] if (i // PARTITIONS) % 3 == 0 else labelled[i] for i in ids]
-        produce_records(kafka_broker.bootstrap, topics["events_topic"], values, partition=p)
-        late = [labels[i] for i in ids if (i // PARTITIONS) % 3 == 0]
-        produce_records(kafka_broker.bootstrap, topics["labels_topic"], late, partition=p)
-        produced[p] = len(values)
+
+    def produce_chunk(c: int) -> int:
+        """Chunk ``c`` of every partition (events, then their late labels, on the same partition); returns
+        the number of event records (what ``streamimb_events_consumed_total`` counts)."""
+        records = 0
+        for p in range(PARTITIONS):
+            chunk = ids[p][c * per_chunk : (c + 1) * per_chunk if c < kills else None]
+            values = [unlabelled[i] if i in late else labelled[i] for i in chunk]
+            produce_records(kafka_broker.bootstrap, topics["events_topic"], values, partition=p)
+            late_labels = [labels[i] for i in chunk if i in late]
+            produce_records(kafka_broker.bootstrap, topics["labels_topic"], late_labels, partition=p)
+            produced[p] += len(values)
+            records += len(values)
+        return records
 
     kafka = kafka_config(
         max_poll_records=50, session_timeout_ms=3000, heartbeat_interval_ms=500, **topics
     ).model_dump(mode="json")
     config_path = write_service_config(tmp_path / "service.yaml", kafka, tmp_path / "state")
     rng = random.Random(2024)
-    kills = 0
     consumed_at_kill: list[int] = []
-    for _ in range(3):
+    for c in range(kills):
+        new_records = produce_chunk(c)
+        # every process consumes at least this chunk's events (plus what it replays since the last
+        # checkpoint), so it reaches any target below that; the next chunk is produced only after the kill
+        target = rng.randint(50, new_records - 50)
         port = free_port()
         proc = start_service(config_path, port)
         try:
-            consuming = wait_consuming(port, proc)
-            assert consuming, log_tail(proc)
-            time.sleep(rng.uniform(0.1, 1.2))
-            done = scrape(port).get("streamimb_events_consumed_total", 0)
-            consumed_at_kill.append(int(done))
-            proc.send_signal(signal.SIGKILL)
+            done = wait_consumed(port, proc, target, timeout_s=60)
+            assert done >= target, log_tail(proc)
+            proc.send_signal(signal.SIGKILL)  # mid-batch, or between a batch and its checkpoint
             proc.wait(timeout=10)
-            kills += 1
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-        if done >= n:
-            break
-    assert kills >= 2
-    print(f"\n{kills} kills; consumed before each: {consumed_at_kill}")
+        assert proc.returncode == -signal.SIGKILL  # killed, not exited on its own
+        consumed_at_kill.append(int(done))
+        assert sum(produced.values()) < n  # the kill came before the end of the stream: by construction
+    print(f"\n{kills} kills; consumed by each process before its kill: {consumed_at_kill}")
+    produce_chunk(kills)  # the rest of the stream
+    assert sum(produced.values()) == n
 
     port = free_port()
     proc = start_service(config_path, port, "--idle-timeout", "4")

@@ -173,6 +173,26 @@ class _CallLog:
         return call
 
 
+def _wait_fetched_once(source: Any, partitions: list[tuple[str, int]], timeout_s: float = 20.0) -> None:
+    """Until the client holds a highwater mark for each partition, i.e. fetched each at least once.
+
+    kafka-python fetches only inside ``poll()``: what the last poll fetched is all there is, nothing to wait
+    for. librdkafka fetches in a background thread: wait for it (the empty partition included)."""
+    if source.config.client != "confluent":
+        return
+    import confluent_kafka as ck
+
+    def fetched(topic: str, partition: int) -> bool:
+        tp = ck.TopicPartition(topic, partition)
+        return source._consumer.get_watermark_offsets(tp, cached=True)[1] >= 0
+
+    deadline = time.monotonic() + timeout_s
+    while not all(fetched(t, p) for t, p in partitions):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{partitions} not all fetched within {timeout_s}s")
+        time.sleep(0.02)
+
+
 @kafka
 def test_lag_is_read_from_the_client_without_asking_the_broker(
     topic_factory: TopicFactory, client_config: ConfigFactory
@@ -184,7 +204,7 @@ def test_lag_is_read_from_the_client_without_asking_the_broker(
     produce_records(client_config(), topic, _values(40), partition=0)  # partition 1 stays empty
     with open_source(client_config(), [topic]) as source:
         poll_until(source, lambda recs: len(recs) >= 10, max_records=10)
-        time.sleep(0.5)  # both partitions fetched at least once
+        _wait_fetched_once(source, [(topic, 0), (topic, 1)])
         consumer, source._consumer = source._consumer, _CallLog(source._consumer)
         try:
             lag = source.lag()

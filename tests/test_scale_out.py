@@ -5,6 +5,9 @@ kafka-python and two on confluent, as in a rolling switch of clients) join one g
 keep arriving; one leaves gracefully (SIGTERM) and one is killed (SIGKILL). Every partition's
 model must end up having learned every event of its partition exactly once, whichever processes held it on
 the way, and the checkpoints' group generation must have grown.
+
+The stream has no fixed length: a round of events every half second until the test, once the kill is behind
+it, ends it. So the joins, the leave and the kill all happen mid-stream however fast or slow the machine is.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ import time
 import pytest
 from kafka_broker import require_client
 from test_checkpoint_service import KEY, make_events, store_of
-from test_fault_kill import free_port, log_tail, scrape, start_service, wait_consuming, write_service_config
+from test_fault_kill import (
+    free_port,
+    log_tail,
+    scrape,
+    start_service,
+    wait_consumed,
+    wait_consuming,
+    write_service_config,
+)
 
 from streamimb.config import ServiceConfig, load_config
 from streamimb.io.kafka import produce_records
@@ -46,12 +57,16 @@ def test_three_processes_join_and_leave_mid_stream(
         "alerts_topic": topic_factory(1, "alerts"),
         "dead_letter_topic": topic_factory(1, "dead"),
     }
-    rounds, per_round = 40, 40
-    events, _ = make_events(PARTITIONS * rounds * per_round, seed=31)
+    per_round, max_rounds = 40, 360  # a round every 0.5 s: the cap (3 min) is only a safety net
+    events, _ = make_events(PARTITIONS * max_rounds * per_round, seed=31)
     produced = {p: 0 for p in range(PARTITIONS)}
+    rounds = [0]
+    end_of_stream = threading.Event()
 
     def stream() -> None:
-        for r in range(rounds):
+        for r in range(max_rounds):
+            if end_of_stream.is_set():
+                return
             for p in range(PARTITIONS):
                 start = (r * PARTITIONS + p) * per_round
                 produce_records(
@@ -61,7 +76,14 @@ def test_three_processes_join_and_leave_mid_stream(
                     partition=p,
                 )
                 produced[p] += per_round
-            time.sleep(0.5)
+            rounds[0] += 1
+            end_of_stream.wait(0.5)
+
+    def wait_rounds(at_least: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while rounds[0] < at_least and producer.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rounds[0] >= at_least, f"the stream is stuck at {rounds[0]} rounds"
 
     producer = threading.Thread(target=stream, daemon=True)
     producer.start()
@@ -84,13 +106,21 @@ def test_three_processes_join_and_leave_mid_stream(
         procs["a"].send_signal(signal.SIGTERM)  # a leaves gracefully: checkpoint on revoke, commit, leave
         out_a, _ = procs["a"].communicate(timeout=60)
         assert procs["a"].returncode == 0, log_tail(procs["a"])
-        time.sleep(1.0)
-        procs["b"].send_signal(signal.SIGKILL)  # b crashes: its partitions go back to their checkpoints
+        # b goes on consuming after a left (the stream still runs), then crashes: its partitions go back
+        # to their checkpoints
+        b_at_a_exit = scrape(ports["b"])["streamimb_events_consumed_total"]
+        assert wait_consumed(ports["b"], procs["b"], b_at_a_exit + 1, 60), log_tail(procs["b"])
+        assert producer.is_alive(), "the stream ended before b was killed"
+        procs["b"].send_signal(signal.SIGKILL)
         procs["b"].communicate(timeout=30)
+        wait_rounds(rounds[0] + 4)  # events keep arriving after the kill, then the stream ends
+        end_of_stream.set()
         producer.join(timeout=60)
+        assert not producer.is_alive()
         out_c, _ = procs["c"].communicate(timeout=120)
         assert procs["c"].returncode == 0, log_tail(procs["c"])
     finally:
+        end_of_stream.set()
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()

@@ -13,6 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from promstack import binary, http
 
+import streamimb.service.telemetry as telemetry_module
 from streamimb import __version__
 from streamimb.service.telemetry import (
     LABEL_OUTCOMES,
@@ -229,19 +230,43 @@ def test_instruments_live_on_the_given_registry_only():
     assert not any(name.startswith("streamimb") for name in before)
 
 
-def test_ready_flag_and_liveness():
+class ManualClock:
+    """Stands in for the ``time`` module inside streamimb.service.telemetry: ``monotonic()`` (the heartbeats'
+    clock) moves only when the test advances it, so liveness ages do not depend on how fast the test runs."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def manual_clock(monkeypatch):
+    clock = ManualClock()
+    monkeypatch.setattr(telemetry_module, "time", clock)
+    return clock
+
+
+def test_ready_flag_and_liveness(manual_clock):
     t = Telemetry(CollectorRegistry())
     assert not t.ready and scrape(t)["streamimb_ready"][()] == 0
     assert t.alive(0.01)  # no heartbeat yet: the loop is starting
     t.heartbeat()
-    assert t.alive(10)
-    time.sleep(0.03)
-    assert not t.alive(0.01)
+    assert t.alive(10) and t.alive(0)
+    manual_clock.advance(0.03)
+    assert not t.alive(0.01) and t.alive(0.05)
     t.record_batch(0, 0)  # a batch is a heartbeat
-    assert t.alive(10)
-    time.sleep(0.03)
+    assert t.alive(10) and t.alive(0)
+    manual_clock.advance(0.03)
     t.set_ready(True)  # so is the readiness update after each poll, even an empty one
-    assert t.alive(0.02)
+    assert t.alive(0.02) and t.alive(0)
 
 
 def test_output_passes_promtool_check_metrics():
@@ -256,8 +281,8 @@ def test_output_passes_promtool_check_metrics():
 
 # -- MetricsServer -----------------------------------------------------------------------------------------
 @pytest.fixture
-def server():
-    t = fed_telemetry()
+def server(manual_clock):
+    t = fed_telemetry()  # its batches are heartbeats, on the manual clock
     with MetricsServer("127.0.0.1:0", t, liveness_timeout=0.2) as srv:
         yield srv
 
@@ -285,7 +310,7 @@ def test_server_negotiates_openmetrics_and_gzip(server):
     assert families["streamimb_processing_latency_seconds"].type == "histogram"
 
 
-def test_health_ready_and_unknown_paths(server):
+def test_health_ready_and_unknown_paths(server, manual_clock):
     base = f"http://{server.address}"
     assert http(f"{base}/healthz")[0] == 200
     assert http(f"{base}/readyz")[0] == 200
@@ -295,8 +320,12 @@ def test_health_ready_and_unknown_paths(server):
     assert http(f"{base}/metrics/extra")[0] == 404
     server.telemetry.heartbeat()
     assert http(f"{base}/healthz")[0] == 200
-    time.sleep(0.3)  # longer than liveness_timeout without a heartbeat: the loop is stalled
+    manual_clock.advance(0.15)  # within liveness_timeout since the heartbeat: still alive
+    assert http(f"{base}/healthz")[0] == 200
+    manual_clock.advance(0.15)  # longer than liveness_timeout without a heartbeat: the loop is stalled
     assert http(f"{base}/healthz")[0] == 503
+    server.telemetry.heartbeat()  # and it recovers with the next one
+    assert http(f"{base}/healthz")[0] == 200
 
 
 def test_server_stop_releases_the_port():

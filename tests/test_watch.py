@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -42,6 +41,18 @@ class _BandedLatency:
         gauge = GaugeMetricFamily("demo_latency_seconds", "Request latency.")
         gauge.add_metric([], value)
         yield gauge
+
+
+def samples_watched(metrics_port: int) -> float:
+    """``streamimb_events_consumed_total`` of a running watch: the samples it has scored (0 while down)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("streamimb_events_consumed_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_watcher_flags_a_spike_and_not_the_noise():
@@ -103,7 +114,10 @@ def test_watch_reads_real_prometheus_and_flags_injected_anomaly(tmp_path):
             worker = threading.Thread(target=lambda: result.update(run_watch(config, stop)))
             worker.start()
             try:
-                time.sleep(2.0)
+                # the first poll scores the lookback window (the warm-up), each later one the newest point:
+                # wait for 4 live points after the warm-up (2 s of noise at the 0.5 s interval)
+                warm = wait_until(lambda: samples_watched(metrics_port), 30, "the first poll")
+                wait_until(lambda: samples_watched(metrics_port) >= warm + 4, 30, "4 live samples")
                 assert not alerts_path.exists() or alerts_path.read_text() == ""  # noise alone: no alert
                 spike.set()
                 wait_until(lambda: alerts_path.exists() and alerts_path.read_text().strip(), 20, "an alert")
