@@ -37,6 +37,9 @@ from streamimb.evaluation.nab import (
     windows_to_indices,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_figures import provenance, write_figures
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nab"
 RESULTS = ROOT / "benchmarks" / "results" / "nab.md"
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "labels" / "combined_windows.json").exists():
         print(f"skip: NAB data not found under {args.data}", file=sys.stderr)
         return 0
+    origin = provenance(".venv/bin/python benchmarks/nab.py" + (" --quick" if args.quick else ""))
     corpus = load_corpus(args.data)
     if args.quick:
         corpus = corpus[::3][:12]
@@ -271,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     main_rows, abl_rows, sens_rows = list(header), list(header), list(header)
     ours = None
+    scores: dict[str, dict] = {}
     for label, (series, secs) in results.items():
         line, res = _row(label, series, secs, n_points)
+        scores[label] = {p: round(res[p].normalized, 1) for p in PROFILES}
         if label == "streamimb SeriesAnomalyDetector":
             ours = (series, res)
         target = main_rows
@@ -320,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         python=platform.python_version(),
         machine=platform.machine(),
         cpus=os.cpu_count(),
+        date=origin["date"],
+        commit=origin["commit"],
         defaults="`SeriesAnomalyDetector("
         + ", ".join(f"{k}={v!r}" for k, v in SeriesAnomalyDetector()._get_params().items())
         + ")`",
@@ -327,14 +335,28 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    print(f"wrote {out}")
+    st = ours[1]["standard"]
+    figures = {
+        "series": len(corpus),
+        "points": n_points,
+        "windows": n_windows,
+        "wall_s": round(wall, 1),
+        "streamimb": {
+            **scores["streamimb SeriesAnomalyDetector"],
+            "detected_windows": st.detected_windows,
+            "false_positives": st.false_positives,
+        },
+        "detectors": scores,
+        "anchors": {k: dict(zip(PROFILES, v, strict=True)) for k, v in ANCHORS.items()},
+    }
+    print(f"wrote {out} and {write_figures('nab', origin, figures, out.parent)}")
     return 0
 
 
 REPORT = """# NAB benchmark: streamimb `SeriesAnomalyDetector`
 
 Command: `.venv/bin/python benchmarks/nab.py` (full run: {wall:.0f} s wall on {workers} worker processes;
-Python {python}, {machine}, {cpus} CPUs). `--quick` runs 12 series and prints only.
+Python {python}, {machine}, {cpus} CPUs; {date}, commit {commit}). `--quick` runs 12 series and prints only.
 
 Data: `../shared/data/nab` -- the part of the Numenta Anomaly Benchmark shipped with the project: {n_series}
 series, {n_points} points, {n_windows} labelled windows (realAWSCloudwatch, realAdExchange, realTraffic,

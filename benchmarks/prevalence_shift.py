@@ -1,16 +1,16 @@
 """Benchmark: rare classes under prevalence shift, river baselines vs streamimb imbalance strategies.
 
 Prequential (score, then learn, labels immediate), every method side by side on the same streams in one
-run. Writes benchmarks/results/prevalence_shift.md and one PNG per stream. Reproduce with
+run. Writes benchmarks/results/prevalence_shift.md, its key figures to prevalence_shift.json and one PNG per
+stream. Reproduce with
 
     .venv/bin/python benchmarks/prevalence_shift.py            # full run
-    .venv/bin/python benchmarks/prevalence_shift.py --quick    # smoke test (shorter streams, < 2 min)
+    .venv/bin/python benchmarks/prevalence_shift.py --quick    # smoke test (shorter streams), prints only
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import pickle
@@ -29,6 +29,7 @@ from river import base, compose, forest, imblearn, linear_model, multiclass, pre
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import streams as S
+from readme_figures import num, ordinal, provenance, span, times, write_figures
 
 from streamimb.evaluation.metrics import binary_metrics, multiclass_metrics, pr_auc
 from streamimb.features import FeatureExtractor
@@ -619,8 +620,8 @@ def multiclass_table(runs: list[Run], stream: S.Stream) -> list[str]:
     return lines
 
 
-def choose_default(tables: dict[str, dict]) -> tuple[str, list[str]]:
-    """Rank streamimb strategies by mean relative G-mean and PR AUC over the four streams."""
+def ranking_scores(tables: dict[str, dict]) -> dict[str, list[float]]:
+    """Per streamimb strategy, per stream group: 0.5 * G-mean / best G-mean + 0.5 * PR AUC / best PR AUC."""
     scores: dict[str, list[float]] = {}
     for rows in tables.values():
         best_g = max(r["gmean"][0] for r in rows.values())
@@ -631,12 +632,17 @@ def choose_default(tables: dict[str, dict]) -> tuple[str, list[str]]:
             scores.setdefault(name, []).append(
                 0.5 * row["gmean"][0] / best_g + 0.5 * row["pr_auc"][0] / best_a
             )
-    ranking = sorted(scores, key=lambda n: -float(np.mean(scores[n])))
+    return dict(sorted(scores.items(), key=lambda kv: -float(np.mean(kv[1]))))
+
+
+def choose_default(tables: dict[str, dict]) -> tuple[str, list[str]]:
+    """Rank streamimb strategies by mean relative G-mean and PR AUC over the four streams."""
+    scores = ranking_scores(tables)
     lines = ["| rank | strategy | mean relative score | per stream |", "|---|---|---|---|"]
-    for i, name in enumerate(ranking, 1):
-        per = ", ".join(f"{v:.3f}" for v in scores[name])
-        lines.append(f"| {i} | {name} | {float(np.mean(scores[name])):.3f} | {per} |")
-    return ranking[0], lines
+    for i, (name, per_stream) in enumerate(scores.items(), 1):
+        per = ", ".join(f"{v:.3f}" for v in per_stream)
+        lines.append(f"| {i} | {name} | {float(np.mean(per_stream)):.3f} | {per} |")
+    return next(iter(scores)), lines
 
 
 def goal_lines(tables: dict[str, dict], runs: list[Run], streams: dict[str, S.Stream]) -> list[str]:
@@ -734,87 +740,14 @@ def plot_stream(runs: list[Run], stream: S.Stream, tables_rows: dict, path: Path
     plt.close(fig)
 
 
-NOTES = [
-    "## Notes: what holds, what does not, and why",
-    "",
-    "- **Default.** `oob` (Wang, Minku & Yao's oversampling online bagging, Poisson rates from the",
-    "  decayed priors) over Hoeffding adaptive trees ranks first on the combined G-mean / PR AUC score;",
-    "  it is the library's per-event setting (`model.batch: false`).",
-    "- **Batch default.** In batch mode (the default) the same ensemble runs over numpy Hoeffding trees",
-    "  (`numpy_hoeffding_tree`), each batch of 500 scored before it is learned. It runs 25-37x faster",
-    "  (events/CPU-s column); its PR AUC is below the adaptive-tree ensemble's on every stream, most",
-    "  after the Agrawal concept drift (S4b) and on bank marketing (G-mean within 0.04, higher on Agrawal",
-    "  and bank marketing). The ablation rows show what its parts do: `replacing members` (a member whose",
-    "  own class-conditional errors rise is replaced by a fresh one) scores lower on Agrawal (F1 0.724 vs",
-    "  0.776, PR AUC 0.787 vs 0.827, worst recovery 3,953 vs 185 events) and about level elsewhere, so",
-    "  members are kept by default and their adaptive trees prune stale subtrees instead;",
-    "  without drift handling (`no adapt`: no subtree pruning, no member replacement) it never recovers",
-    "  from the Agrawal drift (S4b recall 0.01); `no regrow` (a tree grows at most one level per batch)",
-    "  learns the Agrawal cold start (S1) better but recovers worse from the drift.",
-    "  The decision default `max_f1` (the threshold that maximises F1 estimated on recent labelled,",
-    "  prior-free scores) keeps the best G-mean above every river baseline on all four streams while",
-    "  giving usable precision. The prevalence-invariant decisions (`prior_correction`, `max_gmean`) give",
-    "  the highest G-mean on Agrawal and the credit-card stream, at precision 0.1-0.5; every policy is in",
-    "  the policy table.",
-    "- **The Agrawal targets of BENCHMARKS.md section 1 are not all met** (targets table above). PR AUC",
-    "  and F1 come close; G-mean reaches 0.95 only with the prevalence-invariant decisions (at low F1).",
-    "  The cold start (S1: 1% prevalence, about 200 minority events in 20,000) stays weak: Hoeffding",
-    "  trees need hundreds of minority examples before their first useful splits, and rebalancing creates",
-    "  no information. After the sudden switch to Agrawal function 6 (S4b) the trees must re-learn a",
-    "  boundary that is linear in salary + commission and loan from about 200 positives; HAT's subtree",
-    "  replacement recovers part of it. The opt-in `drift_reset` (per-class error ADWINs, fresh models on",
-    "  concept drift) fired at the switch in tuning runs but did not improve S4b F1 measurably, so it is",
-    "  off by default.",
-    "- **Speed.** 10 Hoeffding adaptive trees cost about 0.6-1.3 ms per event (0.8-1.6k events/CPU-s), far",
-    "  from the 5,000 events/CPU-s target; single-model strategies (weighting, oversample, smote) run at",
-    "  3.5-11k events/CPU-s with lower PR AUC. The numpy trees in batches meet the target (22-56k",
-    "  events/CPU-s for the model alone).",
-    "- **Bank marketing is hard for every method** (first half: per-segment PR AUC equals the prevalence,",
-    "  i.e. no signal). streamimb wins there narrowly and only with logistic-regression bases (weighting",
-    "  / smote over LR); the default `oob` over trees is below river's LR on PR AUC on this stream.",
-    "  Pooled metrics over a 16x prevalence rise reward calibration across time: the learned temperature",
-    "  of `PriorShiftCalibrator` (on by default) is what lifts the LR-based strategies above plain LR",
-    "  here.",
-    "- **Recovery after shifts.** With `prior_correction` minority recall is prevalence-invariant by",
-    "  construction and recovers within 2,000 labelled events after every shift except the two",
-    "  credit-card ones (0.2% -> 2% -> 0.5%: 2,410 and 2,031 events). With `max_f1` the threshold",
-    "  deliberately moves with the prevalence (the F1-optimal trade-off), so recall after the three-class",
-    "  5% -> 1% drop does not return to its earlier level, the credit-card 0.2% -> 2% shift takes 2,247",
-    "  events and the early bank shift (level measured on 30 minority events) does not recover within its",
-    "  segment. Recovery is measured on the last 10 minority events, so at 0.3% prevalence it cannot be",
-    "  resolved faster than about 3,000 events.",
-    "- **Credit-card stream.** Normals are resampled (each about 14 times), so the majority class is",
-    "  easier than in the full data; every fraud used appears once.",
-    "- **Base learners matter more than the rebalancing method.** river's `HoeffdingTreeClassifier`",
-    "  default `max_share_to_split=0.99` forbids any split while the majority class holds more than 99%",
-    "  of a leaf, so at <= 1% prevalence a plain tree never splits (set to 1.0 here for every tree).",
-    "  Naive-Bayes leaves give poor probabilities under class weights; Gini splits and majority-class",
-    "  leaves were the most stable; multiway nominal splits on Agrawal's integer codes hurt; Hellinger",
-    "  splits were worse here. Tuning used Agrawal seed 42 and the other three streams, so the numbers",
-    "  above are not held-out results.",
-    "- **Reproducibility.** The script re-executes itself with `PYTHONHASHSEED=0`: some river internals",
-    "  iterate over sets of strings (bank marketing's nominal features), which otherwise changes a few",
-    "  baseline numbers from run to run.",
-    "",
-]
-
-
 AGRAWAL_TARGETS = {"f1": 0.85, "gmean": 0.95, "pr_auc": 0.90, "s1_f1": 0.75, "s4b_f1": 0.80, "sla": 0.80}
 
 
-def agrawal_targets(runs: list[Run], streams: dict[str, S.Stream], method: str) -> list[str]:
-    """BENCHMARKS.md section 1 targets for one method under every decision policy (mean over seeds)."""
+def agrawal_means(runs: list[Run], streams: dict[str, S.Stream], method: str) -> dict[str, dict]:
+    """Per decision policy: one method's Agrawal metrics, mean over seeds (F1 also its minimum)."""
     members = [r for r in runs if r.method == method and r.stream.startswith("agrawal_")]
-    if not members:
-        return []
-    head = "| decision | minority F1 (min seed) | G-mean | PR AUC | S1 F1 | S4b F1 | SLA@0.8 | events/CPU-s |"
-    lines = [head, "|" + "---|" * 8]
-    t = AGRAWAL_TARGETS
-    lines.append(
-        f"| target | >= {t['f1']} (>= 0.80) | >= {t['gmean']} | >= {t['pr_auc']} | >= {t['s1_f1']} | "
-        f">= {t['s4b_f1']} | >= {t['sla']} | >= 5,000 |"
-    )
-    for pol in members[0].alerts:
+    out: dict[str, dict] = {}
+    for pol in members[0].alerts if members else ():
         f1, g, auc, s1, s4b, sl = [], [], [], [], [], []
         for r in members:
             st = streams[r.stream]
@@ -825,15 +758,309 @@ def agrawal_targets(runs: list[Run], streams: dict[str, S.Stream], method: str) 
             s1.append(summary(r, st, pol, st.segments[0][1], st.segments[0][2])["f1"])
             s4b.append(summary(r, st, pol, st.segments[-1][1], st.segments[-1][2])["f1"])
             sl.append(sla(r, st, pol))
-        eps = float(np.mean([len(r.y) / r.cpu_seconds for r in members]))
+        out[pol] = {
+            "f1": float(np.mean(f1)),
+            "f1_min": float(np.min(f1)),
+            "gmean": float(np.mean(g)),
+            "pr_auc": float(np.mean(auc)),
+            "s1_f1": float(np.mean(s1)),
+            "s4b_f1": float(np.mean(s4b)),
+            "sla": float(np.mean(sl)),
+            "eps": float(np.mean([len(r.y) / r.cpu_seconds for r in members])),
+        }
+    return out
+
+
+def agrawal_targets(runs: list[Run], streams: dict[str, S.Stream], method: str) -> list[str]:
+    """BENCHMARKS.md section 1 targets for one method under every decision policy (mean over seeds)."""
+    means = agrawal_means(runs, streams, method)
+    if not means:
+        return []
+    head = "| decision | minority F1 (min seed) | G-mean | PR AUC | S1 F1 | S4b F1 | SLA@0.8 | events/CPU-s |"
+    lines = [head, "|" + "---|" * 8]
+    t = AGRAWAL_TARGETS
+    lines.append(
+        f"| target | >= {t['f1']} (>= 0.80) | >= {t['gmean']} | >= {t['pr_auc']} | >= {t['s1_f1']} | "
+        f">= {t['s4b_f1']} | >= {t['sla']} | >= 5,000 |"
+    )
+    for pol, m in means.items():
         lines.append(
-            f"| {pol} | {np.mean(f1):.3f} ({np.min(f1):.3f}) | {np.mean(g):.3f} | {np.mean(auc):.3f} | "
-            f"{np.mean(s1):.3f} | {np.mean(s4b):.3f} | {np.mean(sl):.3f} | {eps:,.0f} |"
+            f"| {pol} | {m['f1']:.3f} ({m['f1_min']:.3f}) | {m['gmean']:.3f} | {m['pr_auc']:.3f} | "
+            f"{m['s1_f1']:.3f} | {m['s4b_f1']:.3f} | {m['sla']:.3f} | {m['eps']:,.0f} |"
         )
     return lines
 
 
-def write_report(runs: list[Run], streams: dict[str, S.Stream], args, wall: float) -> str:
+SINGLE_MODELS = ("weighting", "oversample", "undersample", "smote")  # one model, no ensemble
+INVARIANT = ("prior_correction", "max_gmean")  # prevalence-invariant decisions
+
+
+def _and(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else "none"
+
+
+def _delay(d: int | None) -> str:
+    return "not recovered" if d is None else f"{d:,}"
+
+
+def _recoveries(runs: list[Run], streams: dict[str, S.Stream], method: str, policy: str) -> list[tuple]:
+    """(stream, shift label, delay or None) for every prevalence shift of every stream."""
+    out = []
+    for r in (r for r in runs if r.method == method):
+        st = streams[r.stream]
+        for lab, idx, _, _ in st.shifts():
+            rec = recovery(r, st, policy, idx, _segment_end(st, idx))
+            if not (isinstance(rec["level"], float) and math.isnan(rec["level"])):
+                out.append((r.stream, lab, rec["delay"]))
+    return out
+
+
+def _recovery_note(recs: list[tuple], limit: int = 2000) -> str:
+    late = [f"{s} {lab} ({_delay(d)})" for s, lab, d in recs if d is None or d > limit]
+    return f"{len(recs) - len(late)} of {len(recs)} shifts within {limit:,} labelled events" + (
+        f"; not {_and(late)}" if late else ""
+    )
+
+
+def notes(
+    runs: list[Run], streams: dict[str, S.Stream], tables: dict[str, dict], best: str, n_models: int
+) -> list[str]:
+    """What the tables say, computed from them (a rerun cannot leave stale prose behind)."""
+    per_event, batch = f"oob({n_models} HAT)", BATCH_DEFAULT.format(n=n_models)
+    scores = {n: float(np.mean(v)) for n, v in ranking_scores(tables).items()}
+    rank = {n: i for i, n in enumerate(scores, 1)}
+    groups = list(tables)
+    out = [
+        "## Notes: what holds, what does not, and why",
+        "",
+        "Every figure below is computed from this run.",
+        "",
+    ]
+    if per_event in rank:
+        out.append(
+            "- **Default.** `oob` (Wang, Minku & Yao's oversampling online bagging, Poisson rates from the "
+            f"decayed priors) over Hoeffding adaptive trees ranks {ordinal(rank[per_event])} of {len(rank)} "
+            f"on the combined G-mean / PR AUC score ({scores[per_event]:.3f}); it is the library's per-event "
+            "setting (`model.batch: false`)."
+        )
+    if all(per_event in rows and batch in rows for rows in tables.values()):
+        speedup = [rows[batch]["eps"][0] / rows[per_event]["eps"][0] for rows in tables.values()]
+        auc_gap = {g: rows[per_event]["pr_auc"][0] - rows[batch]["pr_auc"][0] for g, rows in tables.items()}
+        g_diff = {g: rows[batch]["gmean"][0] - rows[per_event]["gmean"][0] for g, rows in tables.items()}
+        most = max(auc_gap, key=lambda g: auc_gap[g])
+        text = (
+            "- **Batch default.** In batch mode (the default) the same ensemble runs over numpy Hoeffding "
+            f"trees (`numpy_hoeffding_tree`), each batch of {BATCH} scored before it is learned "
+            f"(`{batch}`, {ordinal(rank[batch])} on the combined score, {scores[batch]:.3f}). It runs "
+            f"{span(speedup, times)} faster (events/CPU-s column, model alone); its PR AUC is lower on "
+            f"{sum(d > 0 for d in auc_gap.values())} of the {len(groups)} streams (most on {most}: "
+            f"{auc_gap[most]:.3f}); its G-mean differs by at most {max(abs(d) for d in g_diff.values()):.3f} "
+            f"(higher on {_and([g for g, d in g_diff.items() if d > 0])})."
+        )
+        ag = tables.get("agrawal", {})
+        ablations = []
+        rep = f"{batch} (replacing members)"
+        if rep in ag:
+            ablations.append(
+                "`replacing members` (a member whose own class-conditional errors rise is replaced by a "
+                f"fresh one) against the default on Agrawal: F1 {ag[rep]['f1'][0]:.3f} vs "
+                f"{ag[batch]['f1'][0]:.3f}, PR AUC {ag[rep]['pr_auc'][0]:.3f} vs "
+                f"{ag[batch]['pr_auc'][0]:.3f}, "
+                f"worst recovery {_delay(ag[rep]['worst_delay'])} vs {_delay(ag[batch]['worst_delay'])} "
+                f"(labelled events); combined score {scores[rep]:.3f} vs {scores[batch]:.3f} (members are "
+                "kept by default, `replace_drifted: false`, and their adaptive trees prune stale subtrees "
+                "instead)"
+            )
+        noadapt = f"{batch} (no adapt)"
+        agrawal_runs = [r for r in runs if r.stream.startswith("agrawal_")]
+        if noadapt in ag and agrawal_runs:
+
+            def s4b_recall(method: str) -> float:
+                return float(
+                    np.mean(
+                        [
+                            summary(
+                                r, streams[r.stream], main_policy(r), *streams[r.stream].segments[-1][1:]
+                            )["recall"]
+                            for r in agrawal_runs
+                            if r.method == method
+                        ]
+                    )
+                )
+
+            ablations.append(
+                "without drift handling (`no adapt`: no subtree pruning, no member replacement) its minority "
+                f"recall after the Agrawal concept drift (S4b) is {s4b_recall(noadapt):.2f} (the default: "
+                f"{s4b_recall(batch):.2f}) and its worst recovery {_delay(ag[noadapt]['worst_delay'])}"
+            )
+        noregrow = f"{batch} (no regrow)"
+        if noregrow in ag:
+            ablations.append(
+                "`no regrow` (a tree grows at most one level per batch): Agrawal first-segment F1 "
+                f"{ag[noregrow]['first_seg_f1'][0]:.3f} vs {ag[batch]['first_seg_f1'][0]:.3f}, last-segment "
+                f"F1 {ag[noregrow]['last_seg_f1'][0]:.3f} vs {ag[batch]['last_seg_f1'][0]:.3f}"
+            )
+        if ablations:
+            text += " The ablation rows show what its parts do: " + "; ".join(ablations) + "."
+        out.append(text)
+    won = sum(
+        max(r["gmean"][0] for r in rows.values() if r["family"] == "streamimb")
+        > max(r["gmean"][0] for r in rows.values() if r["family"] == "river")
+        for rows in tables.values()
+    )
+    invariant_best, precisions = [], []
+    for r in runs:
+        if r.method != best or (r.stream.startswith("agrawal_") and not r.stream.endswith("42")):
+            continue
+        by_policy = {pol: summary(r, streams[r.stream], pol) for pol in r.alerts}
+        if max(by_policy, key=lambda p: by_policy[p]["gmean"]) in INVARIANT:
+            invariant_best.append(r.stream)
+            precisions += [by_policy[p]["precision"] for p in INVARIANT if p in by_policy]
+    text = (
+        f"- **Decisions.** With the decision default `{DEFAULT_THRESHOLD}` (the threshold that maximises F1 "
+        "estimated on recent labelled, prior-free scores) the best streamimb G-mean is above the best river "
+        f"baseline's on {won} of the {len(groups)} streams."
+    )
+    if invariant_best:
+        text += (
+            f" The prevalence-invariant decisions (`{'`, `'.join(INVARIANT)}`) give `{best}` its highest "
+            f"G-mean on {_and(invariant_best)}, at precision {span(precisions, lambda x: f'{x:.2f}')}; "
+            "every policy is in the policy table."
+        )
+    out.append(text)
+    means = agrawal_means(runs, streams, best)
+    if means:
+        met, missed = [], []
+        for key, target in AGRAWAL_TARGETS.items():
+            pol = max(means, key=lambda p: means[p][key])
+            label = {"f1": "F1", "gmean": "G-mean", "pr_auc": "PR AUC", "s1_f1": "S1 F1", "s4b_f1": "S4b F1"}
+            name = label.get(key, "SLA@0.8")
+            (met if means[pol][key] >= target else missed).append(
+                f"{name} {means[pol][key]:.3f} at best (`{pol}`; target {target})"
+            )
+        st = next(s for s in streams.values() if s.name.startswith("agrawal_"))
+        truth = np.array([y == st.positive for _, y in st.events])
+        s1, s4b = st.segments[0], st.segments[-1]
+        out.append(
+            f"- **The Agrawal targets of BENCHMARKS.md section 1** (`{best}`, targets table above): "
+            f"met: {_and(met)}; not met: {_and(missed)}. The cold start (S1: "
+            f"{int(truth[s1[1] : s1[2]].sum()):,} minority events in {s1[2] - s1[1]:,} on {st.name}) is the "
+            "hard part: Hoeffding trees need hundreds of minority examples before their first useful splits, "
+            "and rebalancing creates no information. After the sudden switch to Agrawal function 6 (S4b) the "
+            "trees must re-learn a boundary that is linear in salary + commission and loan from "
+            f"{int(truth[s4b[1] : s4b[2]].sum()):,} positives; HAT's subtree replacement recovers part of "
+            "it. The opt-in `drift_reset` (per-class error ADWINs, fresh models on concept drift) fired at "
+            "the switch in tuning runs but did not improve S4b F1 measurably, so it is off by default."
+        )
+    speed = []
+    if per_event in rank:
+        eps = [rows[per_event]["eps"][0] for rows in tables.values()]
+        speed.append(
+            f"`{per_event}` costs {span([1e3 / e for e in eps], lambda x: f'{x:.1f}')} ms per event "
+            f"({span(eps, num)} events/CPU-s), {'above' if min(eps) >= 5000 else 'below'} the 5,000 "
+            "events/CPU-s target"
+        )
+    single = [rows[n]["eps"][0] for rows in tables.values() for n in rows if n.split(" ")[0] in SINGLE_MODELS]
+    if single:
+        speed.append(
+            f"single-model strategies ({', '.join(SINGLE_MODELS)}) run at {span(single, num)} events/CPU-s"
+        )
+    batched = [rows[n]["eps"][0] for rows in tables.values() for n in rows if n.startswith(batch)]
+    if batched:
+        speed.append(f"the numpy trees in batches at {span(batched, num)} events/CPU-s for the model alone")
+    if speed:
+        out.append("- **Speed.** " + "; ".join(speed) + ".")
+    bank = tables.get("bank_marketing")
+    if bank:
+        river_rows = {n: r for n, r in bank.items() if r["family"] == "river"}
+        ours = {n: r for n, r in bank.items() if r["family"] == "streamimb"}
+        og = max(ours, key=lambda n: ours[n]["gmean"][0])
+        oa = max(ours, key=lambda n: ours[n]["pr_auc"][0])
+        ba = max(river_rows, key=lambda n: river_rows[n]["pr_auc"][0])
+        st = streams["bank_marketing"]
+        prev = [float(np.mean(st.true_prevalence[a:b])) for _, a, b in st.segments]
+        text = (
+            f"- **Bank marketing is hard for every method** (best PR AUC "
+            f"{max(r['pr_auc'][0] for r in bank.values()):.3f}; per-segment PR AUC in the segment tables). "
+            f"The best streamimb rows there are `{og}` (G-mean {ours[og]['gmean'][0]:.3f}) and `{oa}` "
+            f"(PR AUC {ours[oa]['pr_auc'][0]:.3f}; river's best: `{ba}`, {river_rows[ba]['pr_auc'][0]:.3f})"
+        )
+        if per_event in ours:
+            text += f"; `{per_event}` scores PR AUC {ours[per_event]['pr_auc'][0]:.3f}"
+        text += (
+            f". Pooled metrics over a {prev[-1] / prev[0]:.0f}x prevalence rise (first to last segment) "
+            "reward calibration across time, which the learned temperature of `PriorShiftCalibrator` (on by "
+            "default) provides."
+        )
+        out.append(text)
+    shifts = [after for st in streams.values() for _, _, _, after in st.shifts()]
+    out.append(
+        f"- **Recovery after shifts** (`{best}`). With `prior_correction` minority recall is "
+        "prevalence-invariant by construction: "
+        + _recovery_note(_recoveries(runs, streams, best, "prior_correction"))
+        + f". With `{DEFAULT_THRESHOLD}` the threshold deliberately moves with the prevalence (the "
+        "F1-optimal trade-off): "
+        + _recovery_note(_recoveries(runs, streams, best, DEFAULT_THRESHOLD))
+        + f". Recovery is measured on the last {RECALL_POSITIVES} minority events, so at "
+        f"{min(shifts):.1%} prevalence it cannot be resolved faster than about "
+        f"{num(RECALL_POSITIVES / min(shifts), 1)} events."
+    )
+    if "creditcard" in streams:
+        st = streams["creditcard"]
+        normals = [x for x, y in st.events if y != st.positive]
+        out.append(
+            "- **Credit-card stream.** Normals are resampled (each used "
+            f"{len(normals) / len({id(x) for x in normals}):.0f} times on average), so the majority class is "
+            "easier than in the full data; every fraud used appears once."
+        )
+    out += [
+        "- **Base learners matter more than the rebalancing method.** river's `HoeffdingTreeClassifier` "
+        "default `max_share_to_split=0.99` forbids any split while the majority class holds more than 99% "
+        "of a leaf, so at <= 1% prevalence a plain tree never splits (set to 1.0 here for every tree). "
+        "Naive-Bayes leaves give poor probabilities under class weights; Gini splits and majority-class "
+        "leaves were the most stable; multiway nominal splits on Agrawal's integer codes hurt; Hellinger "
+        "splits were worse here. Tuning used Agrawal seed 42 and the other three streams, so the numbers "
+        "above are not held-out results.",
+        "- **Reproducibility.** The script re-executes itself with `PYTHONHASHSEED=0`: some river internals "
+        "iterate over sets of strings (bank marketing's nominal features), which otherwise changes a few "
+        "baseline numbers from run to run.",
+        "",
+    ]
+    return out
+
+
+def figures(tables: dict[str, dict], n_models: int) -> dict:
+    """The key figures measured (benchmarks/results/prevalence_shift.json, quoted by the README)."""
+    scores = {n: float(np.mean(v)) for n, v in ranking_scores(tables).items()}
+    rank = {n: i for i, n in enumerate(scores, 1)}
+
+    def method(name: str) -> dict:
+        rows = {g: t[name] for g, t in tables.items() if name in t}
+        return {
+            "name": name,
+            "rank": rank.get(name),
+            "score": round(scores.get(name, math.nan), 4),
+            **{k: {g: round(r[k][0], 4) for g, r in rows.items()} for k in ("gmean", "pr_auc", "f1")},
+            "eps": {g: round(r["eps"][0]) for g, r in rows.items()},
+        }
+
+    river_rows = [r for r in tables.get("agrawal", {}).values() if r["family"] == "river"]
+    single = next((n for n in scores if n.split(" ")[0] in SINGLE_MODELS), None)
+    return {
+        "streams": list(tables),
+        "strategies": len(scores),
+        "ranking": [[n, round(s, 4)] for n, s in scores.items()],
+        "per_event": method(f"oob({n_models} HAT)"),
+        "batch_default": method(BATCH_DEFAULT.format(n=n_models)),
+        "agrawal_best_river": {
+            "gmean": round(max(r["gmean"][0] for r in river_rows), 4) if river_rows else None,
+            "pr_auc": round(max(r["pr_auc"][0] for r in river_rows), 4) if river_rows else None,
+        },
+        "best_single_model": {"name": single, "score": round(scores[single], 4) if single else None},
+    }
+
+
+def write_report(runs: list[Run], streams: dict[str, S.Stream], args, wall: float) -> tuple[str, dict]:
     groups = list(dict.fromkeys(stream_group(s) for s in streams))
     batch_default = BATCH_DEFAULT.format(n=args.n_models)
     tables: dict[str, dict] = {}
@@ -841,12 +1068,11 @@ def write_report(runs: list[Run], streams: dict[str, S.Stream], args, wall: floa
     for g in groups:
         table_lines[g], tables[g] = method_table(runs, streams, g)
     best, ranking = choose_default(tables)
-    cmd = "python benchmarks/prevalence_shift.py" + (" --quick" if args.quick else "")
     out: list[str] = [
         "# Prevalence shift: river baselines vs streamimb imbalance strategies",
         "",
-        f"Command: `.venv/bin/{cmd}` ({wall / 60:.1f} min wall on {os.cpu_count()} cores, "
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
+        f"Command: `{args.origin['command']}` ({wall / 60:.1f} min wall on {os.cpu_count()} cores, "
+        f"{args.origin['date']}, commit {args.origin['commit']}, Python {platform.python_version()}, "
         f"river {river.__version__}, numpy {np.__version__}).",
         "",
         "Protocol: prequential (score with the model as it is, then learn), labels immediate, every method "
@@ -964,8 +1190,8 @@ def write_report(runs: list[Run], streams: dict[str, S.Stream], args, wall: floa
         *policy_table(runs, streams, best),
         "",
     ]
-    out += NOTES
-    return "\n".join(out) + "\n"
+    out += notes(runs, streams, tables, best, args.n_models)
+    return "\n".join(out) + "\n", figures(tables, args.n_models)
 
 
 def _pin_hash_seed() -> None:
@@ -989,6 +1215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-runs", type=Path, default=None, help="render the report from pickled runs")
     args = parser.parse_args(argv)
     args.n_models = 3 if args.quick else 10
+    cli = argv if argv is not None else sys.argv[1:]
+    args.origin = provenance(" ".join([".venv/bin/python benchmarks/prevalence_shift.py", *cli]))
     out_dir = args.out or (None if args.quick else RESULTS)
     started = time.time()
     streams = build_streams(args.quick)
@@ -1010,12 +1238,13 @@ def main(argv: list[str] | None = None) -> int:
             pickle.dump(runs, fh)
     order = {m.name: i for i, m in enumerate(chosen)}
     runs.sort(key=lambda r: (list(streams).index(r.stream), order[r.method]))
-    text = write_report(runs, streams, args, time.time() - started)
+    text, measured = write_report(runs, streams, args, time.time() - started)
     if out_dir is None:
         print(text)
         return 0
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "prevalence_shift.md").write_text(text)
+    write_figures("prevalence_shift", args.origin, measured, out_dir)
     for g in dict.fromkeys(stream_group(s) for s in streams):
         _, rows = method_table(runs, streams, g)
         for st in streams.values():

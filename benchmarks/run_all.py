@@ -1,7 +1,9 @@
-"""`make bench`: run every benchmark, then gather their results into benchmarks/RESULTS.md.
+"""`make bench`: run every benchmark, gather their results into benchmarks/RESULTS.md, update the README.
 
 Each benchmark writes its own section to benchmarks/results/<name>.md (tables, the data used, the command that
-reproduces it). Pass --quick for a smoke run of each.
+reproduces it) and its key figures to benchmarks/results/<name>.json (with the date and commit it ran on).
+The README's generated blocks (`<!-- figures:NAME -->`) are then rewritten from those files
+(benchmarks/readme_figures.py). Pass --quick for a smoke run of each (it writes no results).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import readme_figures
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["prevalence_shift.py", "nab.py", "throughput.py", "soak.py"]
@@ -35,6 +39,7 @@ def main() -> int:
         if rc:
             failed.append(name)
     gather()
+    readme_figures.main([])
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -11,7 +11,7 @@ memory) so that the 1M events fit in minutes on 2 cores; the end-to-end Kafka pa
 Every 50,000 events it records the process's resident memory (VmRSS), the pending predictions and early
 labels held by the joiners, and the last checkpoint sizes. Writes ``benchmarks/results/soak.md``.
 
-    .venv/bin/python benchmarks/soak.py            # 1,000,000 events (about 5-10 minutes on 2 cores)
+    .venv/bin/python benchmarks/soak.py            # 1,000,000 events per variant: results/soak.md and .json
     .venv/bin/python benchmarks/soak.py --quick    # 60,000 events, prints only
 """
 
@@ -39,6 +39,9 @@ from streamimb.demo import DEMO_CONFIG  # noqa: E402
 from streamimb.io.kafka import RawRecord  # noqa: E402
 from streamimb.service.runner import ServiceRunner  # noqa: E402
 from streamimb.simulate.cards import CardStream  # noqa: E402
+
+sys.path.insert(0, str(HERE))
+from readme_figures import provenance, write_figures  # noqa: E402
 
 PARTITIONS = 3
 BATCH = 500
@@ -155,13 +158,35 @@ def run(n: int, every: int, checkpoint_every: int, variant: str = "default") -> 
     }
 
 
-def report(results: list[dict], path: Path) -> None:
+def figures(results: list[dict]) -> dict:
+    """The key figures of each variant (for benchmarks/results/soak.json and the README)."""
+    variants = {}
+    for result in results:
+        rows = result["rows"]
+        half = [r["rss_mib"] for r in rows if r["events"] >= result["events"] / 2]
+        variants[result["variant"]] = {
+            "events": result["events"],
+            "labels": result["labels"],
+            "seconds": round(result["seconds"], 1),
+            "events_per_s": round(result["events"] / result["seconds"]),
+            "rss_start_mib": round(result["start_rss_mib"], 1),
+            "rss_half_min_mib": round(min(half), 1),
+            "rss_half_max_mib": round(max(half), 1),
+            "rss_max_mib": round(max(r["rss_mib"] for r in rows), 1),
+            "checkpoint_mib": round(rows[-1]["checkpoint_mib"], 2),
+            "dead_letters": result["dead_letters"],
+        }
+    return {"cpus": os.cpu_count(), "variants": variants}
+
+
+def report(results: list[dict], path: Path, origin: dict) -> None:
     first = results[0]
     lines = [
         "## Soak: 1M events, bounded memory",
         "",
-        f"`benchmarks/soak.py` on {platform.machine()} / Python {platform.python_version()} "
-        f"({os.cpu_count()} cores, shared with other jobs), {time.strftime('%Y-%m-%d')}. Each variant: "
+        f"`{origin['command']}` on {platform.machine()} / Python {platform.python_version()} "
+        f"({os.cpu_count()} cores, shared with other jobs), {origin['date']}, commit {origin['commit']}. "
+        "Each variant: "
         f"{first['events']:,} card transactions (`CardStream`, {PARTITIONS} partitions keyed by card) and "
         f"{first['labels']:,} late labels (chargebacks 1-10 days, other labels 3 days later in event time) "
         "through `ServiceRunner.process_batch` (decode, a Processor and a LabelJoiner per partition, dead "
@@ -208,7 +233,7 @@ def report(results: list[dict], path: Path) -> None:
         "growing; limit its depth (`max_depth`) when you choose it.",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    print(f"wrote {path} and {write_figures('soak', origin, figures(results), path.parent)}")
 
 
 def main() -> int:
@@ -225,6 +250,7 @@ def main() -> int:
         result = run(n, every, checkpoint_every, args.variant)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
+    origin = provenance(".venv/bin/python benchmarks/soak.py" + (f" --events {n}" if n != 1_000_000 else ""))
     results = []
     for variant in VARIANTS:
         cmd = [sys.executable, __file__, "--variant", variant, "--events", str(n)] + (
@@ -238,7 +264,7 @@ def main() -> int:
             else:
                 print(line, flush=True)
     if not args.quick:
-        report(results, HERE / "results" / "soak.md")
+        report(results, HERE / "results" / "soak.md", origin)
     return 0
 
 
