@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from promstack import PrometheusServer, free_port, require, wait_until
+from test_service import consumed_total
 
 from streamimb.config import ServiceConfig
 from streamimb.io.prometheus import Sample
@@ -45,14 +46,7 @@ class _BandedLatency:
 
 def samples_watched(metrics_port: int) -> float:
     """``streamimb_events_consumed_total`` of a running watch: the samples it has scored (0 while down)."""
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("streamimb_events_consumed_total "):
-            return float(line.split()[1])
-    return 0.0
+    return consumed_total(f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def test_watcher_flags_a_spike_and_not_the_noise():
