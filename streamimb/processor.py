@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from river import base
 
+from streamimb.classifiers.portfolio import Portfolio
 from streamimb.config import ModelConfig
 from streamimb.detectors.calibration import ScoreCalibrator
 from streamimb.detectors.drift import DriftMonitor
@@ -127,23 +128,15 @@ class Processor:
             window=cal.window,
             warmup=cal.warmup,
         )
-        twin = None if self.batch else PER_EVENT_TWINS.get(config.classifier.kind)
-        base_classifier = (
-            twin(**config.classifier.params)
-            if twin is not None
-            else build_classifier(config.classifier.kind, **config.classifier.params)
-        )
-        self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
         self.threshold_policy = config.threshold.policy or DEFAULT_THRESHOLD
         self.priors = PriorTracker(half_life=config.imbalance.half_life)
-        # The strategy and the threshold policy each track the priors of the same labels; where their own
-        # tracker would be identical to this one, they read this one instead (same numbers, one update).
-        strategy_params = dict(config.imbalance.params)
-        if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
-            strategy_params.update(tracker=self.priors, update_tracker=False)
-        if "seed" in _parameters(STRATEGIES.get(self.strategy_name)):
-            strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
-        self.classifier = build_strategy(self.strategy_name, base_classifier, **strategy_params)
+        if config.classifier.kind == "portfolio":
+            self.strategy_name = config.imbalance.strategy or "per candidate"
+            self.classifier = self._build_portfolio()
+        else:
+            self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
+            self.classifier = self._build_strategy()
+        self._select_on(positive)
         self.threshold = self._build_threshold(positive)
         self.max_classes = config.max_classes
         self.guard = self._build_guard(positive)
@@ -189,6 +182,43 @@ class Processor:
         if time_based is not None and time_based.default is not False:
             return False
         return params.get("half_life", signature["half_life"].default) == self.priors.half_life
+
+    def _build_strategy(self) -> Any:
+        """The configured classifier wrapped in the configured imbalance strategy."""
+        config = self.config
+        twin = None if self.batch else PER_EVENT_TWINS.get(config.classifier.kind)
+        base_classifier = (
+            twin(**config.classifier.params)
+            if twin is not None
+            else build_classifier(config.classifier.kind, **config.classifier.params)
+        )
+        # The strategy and the threshold policy each track the priors of the same labels; where their own
+        # tracker would be identical to this one, they read this one instead (same numbers, one update).
+        strategy_params = dict(config.imbalance.params)
+        if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
+            strategy_params.update(tracker=self.priors, update_tracker=False)
+        if "seed" in _parameters(STRATEGIES.get(self.strategy_name)):
+            strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
+        return build_strategy(self.strategy_name, base_classifier, **strategy_params)
+
+    def _build_portfolio(self) -> Any:
+        """The portfolio of candidates (``classifier.kind: portfolio``), each reading this prior tracker;
+        an ``imbalance.strategy`` in the config replaces every candidate's own treatment."""
+        config = self.config
+        params = dict(config.classifier.params)
+        params.setdefault("seed", config.seed)
+        strategy = config.imbalance.strategy
+        shared = self._share_priors and not {"tracker", "update_tracker", "time_based"} & set(
+            config.imbalance.params
+        )  # a candidate that reads this tracker decays its training priors at the same half-life
+        tracker = self.priors if shared else None
+        return build_classifier(
+            "portfolio",
+            **params,
+            strategy=strategy,
+            strategy_params=dict(config.imbalance.params) if strategy else None,
+            tracker=tracker,
+        )
 
     _share_priors = True  # class switch (tests compare against separate trackers)
 
@@ -609,8 +639,14 @@ class Processor:
             return
         if min(self.class_counts.values()) >= max(1, self.config.min_positive_labels):
             self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
+            self._select_on(self.positive)
             self.threshold = self._build_threshold(self.positive)
             self.guard = self._build_guard(self.positive)
+
+    def _select_on(self, positive: str | None) -> None:
+        """Tell a portfolio which class its selection ranks (the rarest in its window until known)."""
+        if positive is not None and isinstance(self.classifier, Portfolio):
+            self.classifier.positive = positive
 
     def _build_threshold(self, positive: str | None) -> Any:
         """The configured threshold policy; plain argmax while a policy that needs the rare class waits
@@ -659,6 +695,18 @@ class Processor:
             "thresholds": {"anomaly": self.calibrator.threshold(), **self._threshold_values()},
             "rolling": rolling,
             "alerts_suppressed": dict(self.alerts_suppressed),
+            **self._model_stats(),
+        }
+
+    def _model_stats(self) -> dict[str, Any]:
+        """A portfolio's served candidate, each candidate's rolling PR AUC and the switches so far."""
+        if not isinstance(self.classifier, Portfolio):
+            return {}
+        summary = self.classifier.summary()
+        return {
+            "served": summary["served"],
+            "candidates": {name: s["pr_auc"] for name, s in summary["candidates"].items()},
+            "model_switches": len(summary["switches"]),
         }
 
     def _threshold_values(self) -> dict[str, float]:
@@ -681,11 +729,22 @@ class Processor:
             "priors": dict(self.priors.priors()),
             "alerts_suppressed": dict(self.alerts_suppressed),
             "classifier_skill": _nan_to_none(self.guard.skill),
+            "model": self._model_report(),
             "labelled": evaluation.pop("labelled"),
             "metrics": evaluation.pop("overall", {}),
             "segments": evaluation.pop("segments", []),
             "history_truncated": evaluation.pop("history_truncated"),
         }
+
+    def _model_report(self) -> dict[str, Any] | None:
+        """The portfolio's summary (NaN metrics as None), or None for a single classifier."""
+        if not isinstance(self.classifier, Portfolio):
+            return None
+        summary = self.classifier.summary()
+        summary["candidates"] = {
+            name: {k: _nan_to_none(v) for k, v in s.items()} for name, s in summary["candidates"].items()
+        }
+        return summary
 
 
 def batch_slice(n_learned: int, batch: int) -> int:

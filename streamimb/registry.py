@@ -32,10 +32,13 @@ from typing import Any, TypeVar
 from river import base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
 from streamimb.classifiers import NumpyHoeffdingTree
+from streamimb.classifiers.boosting import WindowedBoosting
+from streamimb.classifiers.linear import NumpyLogisticRegression
+from streamimb.classifiers.portfolio import Portfolio
 from streamimb.detectors.anomaly import DETECTORS, build_detector
 from streamimb.detectors.drift import DRIFT_DETECTORS
 from streamimb.detectors.timeseries import SeriesAnomalyDetector
-from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, THRESHOLDS
+from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, THRESHOLDS, build_strategy
 
 __all__ = [
     "CLASSIFIERS",
@@ -135,11 +138,76 @@ def arf(
     )
 
 
+DEFAULT_CANDIDATES: dict[str, dict[str, Any]] = {
+    "linear": {"kind": "numpy_logistic_regression", "strategy": "none"},
+    "trees": {"kind": "numpy_hoeffding_tree", "strategy": "oob"},
+    "boosting": {"kind": "windowed_boosting", "strategy": "none"},
+}
+"""The candidates of ``classifier.kind: portfolio`` when none are given: a linear model, a tree ensemble and
+windowed gradient boosting, each with its imbalance treatment (compared in benchmarks/detection.py)."""
+
+
+def portfolio(
+    candidates: Mapping[str, Mapping[str, Any]] | None = None,
+    window: int = 5000,
+    half_life: float = 2000.0,
+    margin: float = 0.02,
+    noise: float = 0.5,
+    min_positives: int = 20,
+    blend: bool = True,
+    seed: int | None = 42,
+    strategy: str | None = None,
+    strategy_params: Mapping[str, Any] | None = None,
+    tracker: Any = None,
+) -> Portfolio:
+    """A `Portfolio` from candidate specs ``name: {kind, params, strategy, strategy_params}``.
+
+    ``strategy`` / ``strategy_params`` replace every candidate's treatment (the config's ``imbalance``);
+    ``tracker``: a `PriorTracker` the candidates read rather than update (the Processor's).
+
+    >>> model = portfolio({"lr": {"kind": "numpy_logistic_regression", "strategy": "weighting"}})
+    >>> type(model.candidates["lr"]).__name__, type(model.candidates["lr"].classifier).__name__
+    ('CostSensitive', 'NumpyLogisticRegression')
+    """
+    specs = DEFAULT_CANDIDATES if candidates is None else candidates
+    built: dict[str, base.Classifier] = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        unknown = set(spec) - {"kind", "params", "strategy", "strategy_params"}
+        if unknown or "kind" not in spec:
+            raise ValueError(
+                f"candidate {name!r}: give kind, and optionally params, strategy, strategy_params"
+                + (f" (not {sorted(unknown)})" if unknown else "")
+            )
+        params = dict(spec.get("params") or {})
+        factory = CLASSIFIERS.get(spec["kind"])
+        if factory is not None and "seed" in _parameter_names(factory) and seed is not None:
+            params.setdefault("seed", seed + i)
+        model = build_classifier(spec["kind"], **params)
+        treatment = strategy or spec.get("strategy") or "none"
+        treatment_params = dict(
+            strategy_params if strategy is not None else spec.get("strategy_params") or {}
+        )
+        if "seed" in _parameter_names(STRATEGIES.get(treatment)) and seed is not None:
+            treatment_params.setdefault("seed", seed + i)
+        if tracker is not None and "tracker" not in treatment_params:
+            treatment_params.update(tracker=tracker, update_tracker=False)
+            treatment_params.setdefault("half_life", tracker.half_life)
+        built[name] = build_strategy(treatment, model, **treatment_params)
+    return Portfolio(built, window, half_life, margin, noise, min_positives, blend)
+
+
+def _parameter_names(factory: Any) -> set[str]:
+    return set(inspect.signature(factory).parameters) if factory is not None else set()
+
+
 CLASSIFIERS: dict[str, Callable[..., base.Classifier]] = {
     "hoeffding_tree": hoeffding_tree,
     "hoeffding_adaptive_tree": hoeffding_adaptive_tree,
     "numpy_hoeffding_tree": NumpyHoeffdingTree,  # the default; its defaults are the tuned settings
     "logistic_regression": logistic_regression,
+    "numpy_logistic_regression": NumpyLogisticRegression,
+    "windowed_boosting": WindowedBoosting,
+    "portfolio": portfolio,
     "gaussian_nb": gaussian_nb,
     "arf": arf,
 }

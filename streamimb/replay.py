@@ -240,6 +240,14 @@ def format_summary(report: dict[str, Any]) -> str:
         f"throughput        {report['throughput_eps']:,.0f} events/s",
         f"strategy          {report.get('strategy')} / threshold {report.get('threshold_policy')}",
     ]
+    model = report.get("model")
+    if model:
+        ranked = sorted(model["candidates"].items(), key=lambda kv: -(kv[1]["pr_auc"] or 0.0))
+        lines.append(
+            f"served model      {model['served']}  ({len(model['switches'])} switches; rolling PR AUC "
+            + ", ".join(f"{name} {_fmt(s['pr_auc'])}" for name, s in ranked)
+            + ")"
+        )
     if m:
         lines.append("")
         lines.append(

@@ -130,19 +130,29 @@ def test_negatives_mode_without_a_positive_class_goes_event_by_event():
     assert got == expected and p.positive == "1"
 
 
-def test_priors_are_tracked_once_with_the_same_results(monkeypatch):
-    """Strategy and threshold read the Processor's tracker when theirs would be identical."""
+def trackers(p: Processor) -> list:
+    """The prior trackers of a Processor's strategies (one, or one per portfolio candidate)."""
+    models = getattr(p.classifier, "candidates", {"": p.classifier}).values()
+    return [m.prior_tracker for m in models]
+
+
+@pytest.mark.parametrize("classifier", [{}, {"kind": "numpy_hoeffding_tree"}])
+def test_priors_are_tracked_once_with_the_same_results(monkeypatch, classifier):
+    """Strategies and threshold read the Processor's tracker when theirs would be identical."""
     records = card_records(2500)
-    shared, shared_results = run_pipeline(records, ModelConfig())
-    assert shared.classifier.prior_tracker is shared.priors and shared.threshold._tracker is shared.priors
+    config = ModelConfig(classifier=classifier)
+    shared, shared_results = run_pipeline(records, config)
+    assert all(t is shared.priors for t in trackers(shared)) and shared.threshold._tracker is shared.priors
     monkeypatch.setattr(Processor, "_share_priors", False)
-    separate, separate_results = run_pipeline(records, ModelConfig())
-    assert separate.classifier.prior_tracker is not separate.priors
+    separate, separate_results = run_pipeline(records, config)
+    assert not any(t is separate.priors for t in trackers(separate))
     assert [verdict_key(v) for v in flatten(shared_results, "verdicts")] == [
         verdict_key(v) for v in flatten(separate_results, "verdicts")
     ]
     assert shared.report() == separate.report()
-    different = Processor(ModelConfig(imbalance={"half_life": 500.0}))
+    if not classifier:
+        return
+    different = Processor(ModelConfig(classifier=classifier, imbalance={"half_life": 500.0}))
     assert different.classifier.prior_tracker is not different.priors
 
 

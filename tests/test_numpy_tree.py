@@ -23,7 +23,9 @@ def test_one_event_at_a_time_it_predicts_what_rivers_tree_predicts(function):
     river_tree = tree.HoeffdingTreeClassifier(
         grace_period=50, delta=1e-3, split_criterion="gini", leaf_prediction="mc", max_share_to_split=1.0
     )
-    ours = NumpyHoeffdingTree(grace_period=50, delta=1e-3, split_criterion="gini", adaptive=False)
+    ours = NumpyHoeffdingTree(
+        grace_period=50, delta=1e-3, split_criterion="gini", adaptive=False, leaf_prediction="mc"
+    )
     for x, y in agrawal(function, 4000):
         expected, got = river_tree.predict_proba_one(x), ours.predict_proba_one(x)
         assert set(got) >= {c for c, p in expected.items() if p > 0}
@@ -103,6 +105,8 @@ def test_bad_parameters_are_refused():
         NumpyHoeffdingTree(split_criterion="hellinger")
     with pytest.raises(ValueError, match="max_nodes"):
         NumpyHoeffdingTree(max_nodes=0)
+    with pytest.raises(ValueError, match="leaf_prediction"):
+        NumpyHoeffdingTree(leaf_prediction="naive")
 
 
 def test_information_gain_splits_too():
@@ -145,3 +149,85 @@ def test_a_batch_grows_the_leaves_it_splits():
     for model in (grown, one_level):
         learn_in_batches(model, data, FeatureIndex(), size=1500)
     assert one_level.depth == 1 and grown.depth > 1
+
+
+def rare_blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A rare class (5%) shifted on two of three features: separable, but not by one threshold."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.05).astype(np.intp)
+    X = rng.normal(size=(n, 3))
+    X[:, :2] += 2.0 * y[:, None]
+    return X, y
+
+
+def ranking_auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC: the chance that a random positive scores above a random negative (ties count half)."""
+    pos, neg = scores[y == 1], scores[y == 0]
+    return float((pos[:, None] > neg).mean() + 0.5 * (pos[:, None] == neg).mean())
+
+
+@pytest.mark.parametrize("leaf_prediction", ["nb", "nba"])
+def test_naive_bayes_leaves_rank_the_rows_of_one_leaf(leaf_prediction):
+    X, y = rare_blobs(4000)
+    test_X, test_y = rare_blobs(4000, seed=1)
+    scores = {}
+    for kind in ("mc", leaf_prediction):
+        model = NumpyHoeffdingTree(grace_period=10**9, leaf_prediction=kind)  # a single leaf
+        for k in range(0, len(X), 500):
+            model.learn_array(X[k : k + 500], y[k : k + 500])
+        assert model.n_nodes == 1
+        scores[kind] = model.predict_proba_array(test_X)[:, 1]
+    assert len(np.unique(scores["mc"])) == 1  # one leaf, one score: no ranking at all
+    assert len(np.unique(scores[leaf_prediction])) > 3000
+    assert ranking_auc(scores[leaf_prediction], test_y) > 0.95
+    assert np.allclose(NumpyHoeffdingTree(leaf_prediction=leaf_prediction).predict_proba_array(X), 0.0)
+
+
+def test_naive_bayes_leaves_split_like_majority_leaves_and_score_a_growing_tree():
+    X, y = rare_blobs(20_000)
+    test_X, test_y = rare_blobs(4000, seed=1)
+    models = {kind: NumpyHoeffdingTree(leaf_prediction=kind) for kind in ("mc", "nb", "nba")}
+    for model in models.values():
+        for k in range(0, len(X), 500):
+            model.learn_array(X[k : k + 500], y[k : k + 500])
+    assert models["mc"].n_nodes == models["nb"].n_nodes == models["nba"].n_nodes > 1
+    auc = {kind: ranking_auc(m.predict_proba_array(test_X)[:, 1], test_y) for kind, m in models.items()}
+    assert auc["nb"] > auc["mc"] and auc["nb"] > 0.95 and auc["nba"] > 0.95
+    proba = models["nb"].predict_proba_array(test_X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # a vote of one member is its probabilities
+    votes, voters = np.zeros((len(test_X), 2)), np.zeros(len(test_X))
+    models["nb"].vote_array(test_X, votes, voters)
+    np.testing.assert_allclose(votes, proba)
+    assert (voters == 1).all()
+
+
+def test_naive_bayes_adaptive_leaves_fall_back_to_majority_where_it_is_more_often_right():
+    rng = np.random.default_rng(2)
+    y = (rng.random(3000) < 0.3).astype(np.intp)
+    # twenty copies of one weak feature: naive Bayes counts its evidence twenty times and errs
+    X = np.repeat(rng.normal(size=(3000, 1)) + 0.5 * y[:, None], 20, axis=1)
+    model = NumpyHoeffdingTree(grace_period=10**9, leaf_prediction="nba")
+    for k in range(0, len(X), 500):
+        model.learn_array(X[k : k + 500], y[k : k + 500])
+    assert model._mc_correct[0] > model._nb_correct[0] > 0
+    np.testing.assert_allclose(model.predict_proba_array(X[:5]), [[0.7, 0.3]] * 5, atol=0.02)
+
+
+def test_pickled_naive_bayes_tree_predicts_the_same_and_old_pickles_keep_majority_leaves():
+    data = agrawal(2, 3000)
+    model = NumpyHoeffdingTree(leaf_prediction="nba")
+    for x, y in data:
+        model.learn_one(x, y)
+    probe = [x for x, _ in agrawal(2, 200, seed=9)]
+    clone = pickle.loads(pickle.dumps(model))
+    assert [model.predict_proba_one(x) for x in probe] == [clone.predict_proba_one(x) for x in probe]
+    old_state = dict(model.__dict__)  # as pickled before leaf predictions existed
+    for name in ("leaf_prediction", "_mc_correct", "_nb_correct"):
+        del old_state[name]
+    old = NumpyHoeffdingTree.__new__(NumpyHoeffdingTree)
+    old.__setstate__(old_state)
+    model.leaf_prediction = "mc"
+    assert old.leaf_prediction == "mc"
+    assert [old.predict_proba_one(x) for x in probe] == [model.predict_proba_one(x) for x in probe]
+    old.learn_one(probe[0], True)  # and it still learns

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamimb import __version__
+from streamimb.classifiers.portfolio import Portfolio
 from streamimb.config import EventSchema, ServiceConfig
 from streamimb.dead_letter_watch import DeadLetterWatch
 from streamimb.decoding import MAX_ID_CHARS, EventDecoder, GuardedDecoder, describe_schema, service_schema
@@ -1074,6 +1075,15 @@ class ServiceRunner:
             parts.append(f"est. {totals['positive']} rate {totals['prevalence']:.3%}")
             parts.append(f"precision {totals['precision']:.2f} recall {totals['recall']:.2f}")
         parts.append(f"{totals['drifts']} drifts")
+        served = Counter(
+            s.processor.classifier.served
+            for s in list(self.states.values())
+            if isinstance(s.processor.classifier, Portfolio)
+        )
+        if served:
+            parts.append(
+                "model " + " ".join(f"{name}" + (f" x{n}" if n > 1 else "") for name, n in served.items())
+            )
         if self._inference is None:
             numeric, categorical = self.schema.numeric, self.schema.categorical
             parts.append(f"schema {len(numeric or [])} numeric, {len(categorical or [])} categorical")

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
 import math
 import platform
@@ -95,6 +96,9 @@ class ProcessorStats:
     alerts_suppressed: dict[str, float] = field(default_factory=dict)
     pending_predictions: int = 0
     early_labels: int = 0
+    candidates: dict[str, float] = field(default_factory=dict)
+    served: str | None = None
+    model_switches: int = 0
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any]) -> ProcessorStats:
@@ -106,6 +110,9 @@ class ProcessorStats:
             thresholds=dict(stats.get("thresholds", {})),
             rolling={m: dict(v) for m, v in stats.get("rolling", {}).items()},
             alerts_suppressed=dict(stats.get("alerts_suppressed", {})),
+            candidates=dict(stats.get("candidates", {})),
+            served=stats.get("served"),
+            model_switches=int(stats.get("model_switches", 0)),
         )
 
 
@@ -520,6 +527,28 @@ class Telemetry:
                 lambda s, m=metric: s.rolling.get(m, {}),
             )
 
+        yield by_key(
+            "candidate_pr_auc",
+            "Decayed prequential PR AUC of the rare class, per candidate model of the portfolio.",
+            "candidate",
+            lambda s: s.candidates,
+        )
+        served = GaugeMetricFamily(
+            f"{ns}_served_model",
+            "Share of the partitions held that serve each candidate model (or their blend).",
+            labels=["candidate"],
+        )
+        serving = collections.Counter(s.served for _, s in parts if s.served is not None)
+        for name in sorted({n for _, s in parts for n in s.candidates} | set(serving)):
+            served.add_metric([name], serving.get(name, 0) / max(1, sum(serving.values())))
+        yield served
+        switches = CounterMetricFamily(
+            f"{ns}_model_switches",
+            "Times the portfolio switched the model it serves (summed over the partitions held).",
+        )
+        switches.add_metric([], float(sum(s.model_switches for _, s in parts)))
+        yield switches
+
         suppressed = dict.fromkeys(SUPPRESSION_REASONS, 0.0)
         for _, s in parts:
             for reason, n in s.alerts_suppressed.items():
@@ -569,10 +598,13 @@ class _ScrapeCollector:
             "observed_prevalence",
             "decision_threshold",
             "checkpoint_age_seconds",
+            "candidate_pr_auc",
+            "served_model",
             *(f"rolling_{m}" for m in ROLLING_METRICS),
         ]
         out: list[Metric] = [GaugeMetricFamily(f"{ns}_{n}", "") for n in names]
         out.append(CounterMetricFamily(f"{ns}_alerts_suppressed", ""))
+        out.append(CounterMetricFamily(f"{ns}_model_switches", ""))
         out.append(HistogramMetricFamily(f"{ns}_processing_latency_seconds", ""))
         return out
 
