@@ -195,3 +195,23 @@ def test_late_labels_also_feed_the_drift_watch():
         if len(pending) > 2:
             model.learn_batch(*pending.pop(0))
     assert model.n_replaced > 0
+
+
+def test_a_strategy_with_only_a_per_event_hook_learns_event_by_event_in_batches():
+    """Overriding ``_learn`` alone must not fall back to the parent's array form in batch mode."""
+    from streamimb.imbalance.weighting import NoStrategy
+
+    class DoubleFraud(NoStrategy):
+        def _learn(self, x, y, w):
+            super()._learn(x, y, w * (2.0 if y == "1" else 1.0))
+
+    model = DoubleFraud(build_classifier("numpy_hoeffding_tree"))
+    assert (
+        not model.supports_batch
+        and build_strategy("none", build_classifier("numpy_hoeffding_tree")).supports_batch
+    )
+    xs = [{"a": float(i % 7)} for i in range(40)]
+    ys = ["1" if i % 7 == 6 else "0" for i in range(40)]
+    model.learn_batch(xs, ys)
+    frauds = sum(y == "1" for y in ys)
+    assert model.training_priors()["1"] == pytest.approx(2 * frauds / (len(ys) + frauds), rel=0.05)

@@ -52,7 +52,7 @@ class WindowedBoosting(ProbabilityMember):
         Rows before the first fit (and at least two classes with ``min_class_rows`` rows each).
     min_class_rows
         Rows of the rarest class before the first fit.
-    max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization
+    max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization, max_bins
         The booster's settings (scikit-learn's names).
     half_life
         Half-life, in rows, of the class shares the probabilities are mapped back to.
@@ -75,6 +75,7 @@ class WindowedBoosting(ProbabilityMember):
         max_leaf_nodes: int = 15,
         min_samples_leaf: int = 20,
         l2_regularization: float = 1.0,
+        max_bins: int = 255,
         half_life: float = 2000.0,
         background: bool = True,
         adopt_after: int = 1000,
@@ -91,6 +92,7 @@ class WindowedBoosting(ProbabilityMember):
         self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
+        self.max_bins = max_bins
         self.half_life = half_life
         self.background = background
         self.adopt_after = adopt_after
@@ -171,6 +173,7 @@ class WindowedBoosting(ProbabilityMember):
             max_leaf_nodes=self.max_leaf_nodes,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=self.l2_regularization,
+            max_bins=self.max_bins,
             early_stopping=False,
             random_state=self.seed,
         )

@@ -171,6 +171,17 @@ class ImbalanceStrategy(base.Wrapper, base.Classifier):
 
     _batch_form = True  # whether the strategy has an array form (`_row_weights`)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A strategy that changes how one event is learned (``_learn``) without its array form
+        (``_row_weights``) learns one event at a time: batches would silently learn the parent's way."""
+        super().__init_subclass__(**kwargs)
+        if (
+            "_learn" in cls.__dict__
+            and "_row_weights" not in cls.__dict__
+            and "_batch_form" not in cls.__dict__
+        ):
+            cls._batch_form = False
+
     # -- river plumbing ------------------------------------------------------------------------------
     @property
     def _wrapped_model(self) -> base.Classifier:
