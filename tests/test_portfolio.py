@@ -166,3 +166,15 @@ def test_portfolio_configuration_is_validated():
         build_classifier("portfolio", candidates={"x": {"kind": "numpy_logistic_regression", "lr": 1}})
     with pytest.raises(ValueError, match="blend"):
         Portfolio({"blend": linear_model.LogisticRegression()})
+
+
+def test_a_users_river_estimator_is_a_candidate_by_registering_it(monkeypatch):
+    from streamimb import registry
+
+    monkeypatch.setitem(registry.CLASSIFIERS, "my_lr", lambda: linear_model.LogisticRegression())
+    config = ModelConfig(
+        classifier={"kind": "portfolio", "params": {"candidates": {"mine": {"kind": "my_lr"}}}},
+    )
+    p = Processor(config, positive="1", classes=["0", "1"])
+    p.process_many(card_events(600))
+    assert list(p.classifier.candidates) == ["mine"] and p.report()["model"]["served"] == "mine"
