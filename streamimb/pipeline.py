@@ -2,10 +2,9 @@
 
 Bad records never raise: they come back as dead letters with a bounded reason and the raw bytes.
 
-When the Processor is in batch mode (``ModelConfig.batch``) the whole batch is decoded first and then
-processed at once by ``Processor.process_many``; every event's latency is then the time from the start of
-``handle`` to the end of processing (an event's verdict is ready when its batch is). Otherwise each event is
-processed as soon as it is decoded and its latency is its own decode and processing time.
+The whole batch is decoded first and then processed by ``Processor.process_many`` (which, out of batch mode,
+processes the events one by one); every event's latency is the time from the start of ``handle`` to the end
+of processing: an event's verdict is ready when its batch is.
 """
 
 from __future__ import annotations
@@ -66,11 +65,6 @@ class Pipeline:
         self.decoder = decoder
         self.model_version = model_version
 
-    def handle(self, records: Iterable[InputRecord]) -> BatchResult:
-        if getattr(self.processor, "batch", False):
-            return self.handle_batch(records)
-        return self.handle_each(records)
-
     def _decode(self, rec: InputRecord, result: BatchResult) -> Event | None:
         try:
             if rec.error is not None:
@@ -101,26 +95,8 @@ class Pipeline:
             log.exception("processing a batch of %d records failed: dead-lettered", len(records))
             return failed_batch(records)
 
-    def handle_each(self, records: Iterable[InputRecord]) -> BatchResult:
-        """One record at a time: decode, ``process_one``, alert."""
-        result = BatchResult()
-        clock = time.perf_counter
-        for rec in records:
-            started = clock()
-            event = self._decode(rec, result)
-            if event is None:
-                continue
-            verdict, drifts = self.processor.process_one(event)
-            result.events.append(event)
-            result.verdicts.append(verdict)
-            result.drifts.extend(drifts)
-            if verdict.alert:
-                result.alerts.append(self.make_alert(event, verdict))
-            result.latencies.append(clock() - started)
-        return result
-
-    def handle_batch(self, records: Iterable[InputRecord]) -> BatchResult:
-        """Decode every record, then ``process_many`` on the events (same outputs as ``handle_each``)."""
+    def handle(self, records: Iterable[InputRecord]) -> BatchResult:
+        """Decode every record, then ``process_many`` on the events, then the alerts."""
         result = BatchResult()
         started = time.perf_counter()
         decode = self._decode
