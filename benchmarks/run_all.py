@@ -17,7 +17,14 @@ from pathlib import Path
 import readme_figures
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["prevalence_shift.py", "nab.py", "throughput.py", "soak.py"]
+BENCHMARKS = [
+    "prevalence_shift.py",
+    "detection.py",
+    "choose_default.py",
+    "nab.py",
+    "throughput.py",
+    "soak.py",
+]
 
 
 def main() -> int:

@@ -17,7 +17,10 @@ from river.datasets import synth
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-__all__ = ["DATA", "Stream", "agrawal", "bank_marketing", "creditcard_schedule", "three_class"]
+__all__ = [
+    "DATA", "Stream", "agrawal", "bank_marketing", "card_simulator", "churn_telco", "creditcard_schedule",
+    "elec2", "forest_cover", "three_class",
+]  # fmt: skip
 
 
 @dataclass
@@ -48,6 +51,18 @@ class Stream:
             if before > 0 and after > 0 and max(after / before, before / after) >= min_ratio:
                 out.append((f"{a}->{b}", s1, before, after))
         return out
+
+
+def _binary(
+    name: str,
+    events: list[tuple[dict, object]],
+    segments: list[tuple[str, int, int]],
+    true_prevalence: np.ndarray,
+    description: str,
+    nominal: list[str] | None = None,
+) -> Stream:
+    """A stream whose rare class is `True` (river's binary models take booleans)."""
+    return Stream(name, events, True, [False, True], segments, true_prevalence, description, nominal or [])
 
 
 def agrawal(seed: int = 42, n: int = 80_000) -> Stream:
@@ -81,14 +96,12 @@ def agrawal(seed: int = 42, n: int = 80_000) -> Stream:
             events.append((x, z))
             true_p[i] = prevalence[k]
     segments = [(names[k], bounds[k], bounds[k + 1]) for k in range(5)]
-    return Stream(
-        name=f"agrawal_{seed}",
-        events=events,
-        positive=True,
-        classes=[False, True],
-        segments=segments,
-        true_prevalence=true_p,
-        description=(
+    return _binary(
+        f"agrawal_{seed}",
+        events,
+        segments,
+        true_p,
+        (
             f"river Agrawal (function 2, then 6 from 70k), seed {seed}, rejection-sampled to 1% / 5% / 0.3% "
             "/ "
             f"2% / 2% over {n:,} events"
@@ -130,17 +143,13 @@ def bank_marketing(n: int | None = None) -> Stream:
     true_p = np.empty(size)
     for _, s, e in segments:
         true_p[s:e] = labels[s:e].mean()
-    return Stream(
-        name="bank_marketing",
-        events=events,
-        positive=True,
-        classes=[False, True],
-        segments=segments,
-        true_prevalence=true_p,
-        description=(
-            f"UCI bank marketing, {size:,} calls in time order (May 2008 - Nov 2010), y=yes, no `duration`"
-        ),
-        nominal=[k for k in events[0][0] if k not in BANK_NUMERIC],
+    return _binary(
+        "bank_marketing",
+        events,
+        segments,
+        true_p,
+        f"UCI bank marketing, {size:,} calls in time order (May 2008 - Nov 2010), y=yes, no `duration`",
+        [k for k in events[0][0] if k not in BANK_NUMERIC],
     )
 
 
@@ -186,14 +195,12 @@ def creditcard_schedule(seed: int = 7, scale: float = 1.0) -> Stream:
             true_p[pos] = p
         segments.append((name, start, start + n))
         start += n
-    return Stream(
-        name="creditcard",
-        events=events,
-        positive=True,
-        classes=[False, True],
-        segments=segments,
-        true_prevalence=true_p,
-        description=(
+    return _binary(
+        "creditcard",
+        events,
+        segments,
+        true_p,
+        (
             "ULB card-fraud sample (492 frauds, 4,920 normals) replayed at 0.2% / 2% / 0.5% fraud over "
             f"{total:,} "
             f"events ({next_fraud} frauds used once each; normals resampled), seed {seed}"
@@ -244,4 +251,192 @@ def three_class(seed: int = 5, n: int = 60_000) -> Stream:
             "70/25/5, "
             f"74/25/1, 65/25/10 over {len(events):,} events; rare class c2"
         ),
+    )
+
+
+def _scheduled(
+    positives: list[dict], negatives: list[dict], plan: list[tuple[str, int, float]], rng: random.Random
+) -> tuple[list[tuple[dict, bool]], list[tuple[str, int, int]], np.ndarray]:
+    """Lay out a stream by `plan` [(segment, length, prevalence)]: round(length * prevalence) positive slots
+    at uniformly random places in each segment, filled with `positives` in order, the others with
+    `negatives` in order (both lists must be long enough)."""
+    events: list[tuple[dict, bool]] = []
+    segments = []
+    true_p = np.empty(sum(n for _, n, _ in plan))
+    pi = ni = start = 0
+    for name, n, p in plan:
+        spots = set(rng.sample(range(n), round(n * p)))
+        for i in range(n):
+            if i in spots:
+                events.append((positives[pi], True))
+                pi += 1
+            else:
+                events.append((negatives[ni], False))
+                ni += 1
+        true_p[start : start + n] = p
+        segments.append((name, start, start + n))
+        start += n
+    return events, segments, true_p
+
+
+def _evenly(items: list, k: int) -> list:
+    """`k` items spread evenly over `items`, in order."""
+    return [items[int(j)] for j in np.linspace(0, len(items) - 1, k).round()]
+
+
+CARD_NUMERIC = ["amount", "log_ratio_to_typical", "hour", "foreign", "minutes_since_last"]
+CARD_NOMINAL = ["country", "category"]
+
+
+def card_simulator(n: int = 100_000, seed: int = 42) -> Stream:
+    """`streamimb.simulate.cards.CardStream(seed=seed)` with its default fraud schedule (0.5% to 20k, 2% to
+    40k, 0.3% to 60k, 1% after; `n` < 100k scales the phase boundaries), the first `n` transactions.
+
+    Features as examples/card_fraud/service.yaml's schema: numeric amount, log_ratio_to_typical, hour,
+    foreign, minutes_since_last; categorical country, category (card id and time are not features). Label
+    True for fraud (the simulator's "1"; river's binary models take bools). Most frauds come in bursts on
+    one card.
+    """
+    from streamimb.simulate.cards import DEFAULT_SCHEDULE, CardStream
+
+    scale = n / 100_000
+    schedule = [(int(until * scale) if until < 10**12 else until, p) for until, p in DEFAULT_SCHEDULE]
+    gen = iter(CardStream(seed=seed, schedule=schedule))
+    events: list[tuple[dict, object]] = []
+    for _ in range(n):
+        tx, label = next(gen)
+        x = {k: float(tx[k]) for k in CARD_NUMERIC}
+        x.update({k: tx[k] for k in CARD_NOMINAL})
+        events.append((x, label["label"] == "1"))
+    bounds = [0] + [min(until, n) for until, _ in schedule]
+    segments = [
+        (f"P{k + 1}", bounds[k], bounds[k + 1]) for k in range(len(schedule)) if bounds[k] < bounds[k + 1]
+    ]
+    true_p = np.empty(n)
+    for k, (_, s, e) in enumerate(segments):
+        true_p[s:e] = schedule[k][1]
+    return _binary(
+        "card_sim",
+        events,
+        segments,
+        true_p,
+        (
+            f"streamimb.simulate.cards.CardStream(seed={seed}), default schedule (fraud 0.5% / 2% / 0.3% / 1%"
+            f", phases at {', '.join(f'{b:,}' for b in bounds[1:-1])}), {n:,} transactions, features of "
+            "examples/card_fraud/service.yaml (5 numeric, country + category)"
+        ),
+        list(CARD_NOMINAL),
+    )
+
+
+def forest_cover(n: int = 50_000, seed: int = 11) -> Stream:
+    """ODDS forest cover (UCI Covertype class 2 normal vs class 4 rare, 10 numeric attributes) replayed at
+    0.5% (first 30%), 3% (next 30%), 1% (last 40%) rare class over `n` events.
+
+    The rare rows used are spread evenly over all 2,747 (in their original order); the normal rows are
+    every ~5.7th of the 283,301 normals (in their original order, so the stream runs over the whole
+    file); rare positions within a segment are uniform at random (`random.Random(seed)`).
+    """
+    data = np.load(DATA / "forestcover_odds" / "10_cover.npz")
+    X, y = data["X"].astype(float), data["y"].astype(bool)
+    names = [f"a{i}" for i in range(X.shape[1])]
+    rows = [dict(zip(names, map(float, r), strict=True)) for r in X]
+    rare = [r for r, t in zip(rows, y, strict=True) if t]
+    normal = [r for r, t in zip(rows, y, strict=True) if not t]
+    sizes = [int(n * 0.3), int(n * 0.3)]
+    plan = [("C1", sizes[0], 0.005), ("C2", sizes[1], 0.03), ("C3", n - sum(sizes), 0.01)]
+    k_pos = sum(round(m * p) for _, m, p in plan)
+    positives, negatives = _evenly(rare, k_pos), _evenly(normal, n - k_pos)
+    events, segments, true_p = _scheduled(positives, negatives, plan, random.Random(seed))
+    return _binary(
+        "forest_cover",
+        events,
+        segments,
+        true_p,
+        (
+            f"ODDS forest cover (Covertype class 4 vs 2, 10 numeric), {k_pos} of the 2,747 rare rows and "
+            f"{n - k_pos:,} of the 283,301 normals taken evenly in file order, replayed at 0.5% / 3% / 1% "
+            f"over {n:,} events, seed {seed}"
+        ),
+    )
+
+
+ELEC_FEATURES = ["date", "day", "period", "nswprice", "nswdemand", "vicprice", "vicdemand", "transfer"]
+
+
+def elec2(n: int | None = None, seed: int = 3, window: int = 1000) -> Stream:
+    """Elec2 in its time order with class UP thinned to a rare class: 2% / 8% / 1% in the first / second /
+    last third of the file (segments E1-E3).
+
+    Every DOWN row is kept; an UP row is kept with probability p (1 - u) / ((1 - p) u), u the share of UP
+    in the +-`window` rows around it and p the segment's target (`random.Random(seed)`), so the stream stays
+    in time order with no row repeated (about 27k events: the 26,075 DOWN rows and ~1,000 UP). `n`: keep
+    the first `n` events (quick runs).
+    """
+    path = DATA / "elec2" / "electricity.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    up = np.array([r["class"] == "UP" for r in rows], dtype=float)
+    total = len(rows)
+    c = np.concatenate([[0.0], np.cumsum(up)])
+    rng = random.Random(seed)
+    targets = [("E1", 0.02), ("E2", 0.08), ("E3", 0.01)]
+    events: list[tuple[dict, object]] = []
+    true_p: list[float] = []
+    segments = []
+    for k, (name, p) in enumerate(targets):
+        start = len(events)
+        for j in range(total * k // 3, total * (k + 1) // 3):
+            r = rows[j]
+            if up[j]:
+                lo, hi = max(0, j - window), min(total, j + window + 1)
+                u = (c[hi] - c[lo]) / (hi - lo)
+                if rng.random() >= min(1.0, p * (1 - u) / ((1 - p) * u)):
+                    continue
+            events.append(({f: float(r[f]) for f in ELEC_FEATURES}, bool(up[j])))
+            true_p.append(p)
+        segments.append((name, start, len(events)))
+    if n is not None and n < len(events):
+        events, true_p = events[:n], true_p[:n]
+        segments = [(s, a, min(b, n)) for s, a, b in segments if a < n]
+    return _binary(
+        "elec2",
+        events,
+        segments,
+        np.array(true_p),
+        (
+            f"Elec2 (NSW electricity, 45,312 half-hours in time order), class UP thinned to 2% / 8% / 1% by "
+            f"thirds of the file (every DOWN row kept), {len(events):,} events, seed {seed}"
+        ),
+    )
+
+
+CHURN_NUMERIC = ["SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges"]
+
+
+def churn_telco(seed: int = 13) -> Stream:
+    """IBM telco churn sample (fictional telco, 7,043 customers, Churn=Yes 26.5%) as it is, shuffled with
+    `random.Random(seed)` (the file has no time order). `customerID` dropped; the 11 blank `TotalCharges`
+    (customers with tenure 0) are 0.0."""
+    path = DATA / "churn_telco_ibm" / "Telco-Customer-Churn.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    random.Random(seed).shuffle(rows)
+    events: list[tuple[dict, object]] = []
+    for r in rows:
+        r.pop("customerID")
+        y = r.pop("Churn") == "Yes"
+        x = {k: (float(v.strip() or 0.0) if k in CHURN_NUMERIC else v) for k, v in r.items()}
+        events.append((x, y))
+    labels = np.array([y for _, y in events], dtype=float)
+    return _binary(
+        "churn_telco",
+        events,
+        [("all", 0, len(events))],
+        np.full(len(events), labels.mean()),
+        (
+            f"IBM telco churn sample (fictional, {len(events):,} customers, Churn=Yes {labels.mean():.1%}), "
+            f"shuffled with seed {seed}; customerID dropped"
+        ),
+        [k for k in events[0][0] if k not in CHURN_NUMERIC],
     )

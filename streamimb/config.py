@@ -5,7 +5,7 @@ Environment variables named ``STREAMIMB_<SECTION>__<FIELD>`` override the file, 
 
 >>> cfg = ServiceConfig.model_validate({"schema": {"label": "Class"}})
 >>> cfg.event_schema.label, cfg.model.classifier.kind
-('Class', 'numpy_hoeffding_tree')
+('Class', 'portfolio')
 
 Components are named from streamimb.registry's tables, and their parameters are checked against the
 component's signature when the configuration is validated:
@@ -134,7 +134,7 @@ class CalibrationConfig(Section):
 class ClassifierConfig(Section):
     """The supervised online classifier (see streamimb.registry.CLASSIFIERS)."""
 
-    kind: Annotated[str, _known("classifier")] = "numpy_hoeffding_tree"
+    kind: Annotated[str, _known("classifier")] = "portfolio"
     params: Annotated[dict[str, Any], _accepted("classifier", "kind")] = Field(default_factory=dict)
 
 
@@ -195,7 +195,14 @@ class AlertsConfig(Section):
         0.05,
         gt=0.0,
         le=1.0,
-        description="At most this share of events alert, over `per_events`; null: no cap.",
+        description="At most this share of events alert, over `per_events` (or `per_prevalence` times the "
+        "rare class's measured prevalence, when larger); null: no cap.",
+    )
+    per_prevalence: float | None = Field(
+        2.0,
+        gt=0.0,
+        description="The cap's multiple of the rare class's prevalence (see `max_rate`); null: `max_rate` "
+        "is the cap whatever the prevalence.",
     )
     per_events: int = Field(
         10_000, ge=100, description="The rolling window of the alert-rate cap, in events."
@@ -226,6 +233,14 @@ class ModelConfig(Section):
         True,
         description="Process each poll batch at once: detectors score and learn the batch as arrays (same "
         "scores as event by event), the classifier batch-wise where it can. False: one event at a time.",
+    )
+    learn_slice: int = Field(
+        100,
+        ge=1,
+        description="A batch classifier scores labelled events in slices of at most this many, learning each "
+        "slice before scoring the next: smaller slices learn sooner from labels that come with the events, "
+        "at more cost per event (100: chosen by leave-one-stream-out, benchmarks/choose_default.py). Late "
+        "labels are learned as they come.",
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     max_classes: int = Field(

@@ -475,7 +475,7 @@ class Processor:
         if self._batch_classifier and any(e.label is not None for e in events):
             # A young batch classifier learns the batch's labels in smaller slices first (`batch_slice`).
             start = 0
-            while start < len(events) and (size := batch_slice(self.n_learned, len(events))) < len(events):
+            while start < len(events) and (size := self._slice(len(events))) < len(events):
                 got, raised = self._process_batch(events[start : start + size])
                 verdicts += got
                 drifts += raised
@@ -485,6 +485,10 @@ class Processor:
                 return verdicts, drifts
         got, raised = self._process_batch(events)
         return verdicts + got, drifts + raised
+
+    def _slice(self, batch: int) -> int:
+        """Events of a labelled batch to score before learning: `batch_slice`, at most ``learn_slice``."""
+        return min(batch_slice(self.n_learned, batch), getattr(self.config, "learn_slice", batch))
 
     def _process_batch(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
         """``process_many``'s batch path over one slice of the batch."""
@@ -665,7 +669,10 @@ class Processor:
     def _build_guard(self, positive: str | None) -> AlertGuard:
         """The guard on classifier alerts (``config.alerts``)."""
         cfg = self.config.alerts
-        return AlertGuard(positive, cfg.skill_margin, cfg.max_rate, cfg.per_events, cfg.min_positives)
+        return AlertGuard(
+            positive, cfg.skill_margin, cfg.max_rate, cfg.per_events, cfg.min_positives,
+            per_prevalence=cfg.per_prevalence,
+        )  # fmt: skip
 
     def _record(self, drift: DriftEvent | None, into: list[DriftEvent]) -> None:
         if drift is not None:

@@ -19,6 +19,9 @@ from streamimb.service.telemetry import ProcessorStats, Telemetry
 # The per-event path with river's adaptive tree takes minutes on 20,000 events; logistic regression is quick
 # and shows the same storm on noise (max_f1 on a score without skill flags nearly everything).
 PER_EVENT = {"batch": False, "classifier": {"kind": "logistic_regression"}}
+# The guard acts on whatever model serves the score; these tests pin the numpy tree ensemble, whose alert
+# storm on noise (max_f1 alerts on most events) the guard was built against.
+BATCH = {"classifier": {"kind": "numpy_hoeffding_tree"}}
 
 
 def noise(n: int, rate: float = 0.05, seed: int = 0) -> list[Event]:
@@ -68,7 +71,7 @@ def test_a_model_without_skill_raises_no_classifier_alerts(mode):
     assert p.report()["alerts_suppressed"] == p.alerts_suppressed
 
 
-@pytest.mark.parametrize("mode", [{}, PER_EVENT], ids=["batch", "per-event"])
+@pytest.mark.parametrize("mode", [BATCH, PER_EVENT], ids=["batch", "per-event"])
 def test_a_skilled_model_still_alerts(mode):
     events = separable(6000)
     p, _, _ = run(ModelConfig(decision="classifier", **mode), events[:1000])
@@ -82,15 +85,25 @@ def test_a_skilled_model_still_alerts(mode):
 
 @pytest.mark.parametrize("mode", [{}, PER_EVENT], ids=["batch", "per-event"])
 def test_the_rate_cap_bounds_alerts_in_every_window(mode):
-    alerts_config = {"max_rate": 0.01, "per_events": 1000}  # 10 in any 1,000 events; the stream has 5% frauds
+    # 10 in any 1,000 events, whatever the prevalence; the stream has 5% frauds
+    alerts_config = {"max_rate": 0.01, "per_events": 1000, "per_prevalence": None}
     config = ModelConfig(decision="classifier", alerts=alerts_config, **mode)
     p, classifier_alerts, _ = run(config, separable(6000))
     assert max_in_window(classifier_alerts, 1000) == 10
     assert p.alerts_suppressed["rate_cap"] > 50
 
 
+def test_the_rate_cap_grows_with_the_measured_prevalence():
+    """By default the cap is twice the rare class's prevalence when that is above `max_rate`: 5% frauds may
+    raise up to 10% alerts, and a separable stream loses none to the cap."""
+    config = ModelConfig(decision="classifier", alerts={"max_rate": 0.01, "per_events": 1000})
+    p, classifier_alerts, _ = run(config, separable(6000))
+    assert 10 < max_in_window(classifier_alerts, 1000) <= 100
+    assert p.guard.cap == pytest.approx(2 * 1000 * p.guard._prevalence, abs=1)
+
+
 def test_the_guard_can_be_switched_off():
-    config = ModelConfig(alerts={"skill_margin": None, "max_rate": None})
+    config = ModelConfig(alerts={"skill_margin": None, "max_rate": None}, **BATCH)
     p, classifier_alerts, _ = run(config, noise(3000))
     assert classifier_alerts.sum() > 1000  # max_f1 on noise: the storm the guard prevents
     assert p.alerts_suppressed == {"no_skill": 0, "rate_cap": 0}

@@ -199,7 +199,8 @@ def test_a_batch_classifier_batch_is_decided_at_its_start_and_its_anomaly_side_i
         "alerts": {"skill_margin": None, "max_rate": None}
     }  # the decisions as the threshold made them
     exact, exact_results = run_pipeline(records, ModelConfig(**PER_EVENT_CLASSIFIER, **unguarded))
-    columns, column_results = run_pipeline(records[:3000], ModelConfig(**unguarded))
+    whole = {"learn_slice": 500}  # a labelled batch scored whole before it is learned
+    columns, column_results = run_pipeline(records[:3000], ModelConfig(**unguarded, **whole))
     before = copy.deepcopy(columns)
     last = Pipeline(columns, EventDecoder(SCHEMA)).handle(
         [InputRecord(r, None, None, "test", 0, 3000 + i) for i, r in enumerate(records[3000:])]

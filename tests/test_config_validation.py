@@ -31,16 +31,22 @@ def test_reported_misspelled_strategy(tmp_path):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("kind", [None, "hoeffding_tree"])
-def test_reported_unknown_classifier_parameter(tmp_path, kind):
-    classifier: dict[str, Any] = {"params": {"gracee_period": 5}}
+@pytest.mark.parametrize(
+    ("kind", "typo", "meant", "allowed"),
+    [
+        (None, "marginn", "margin", "candidates, window, half_life, margin, "),  # the default: a portfolio
+        ("hoeffding_tree", "gracee_period", "grace_period", "grace_period, delta, "),
+    ],
+)
+def test_reported_unknown_classifier_parameter(tmp_path, kind, typo, meant, allowed):
+    classifier: dict[str, Any] = {"params": {typo: 5}}
     if kind:
         classifier["kind"] = kind
     message = config_error(tmp_path, {"model": {"classifier": classifier}})
-    assert message.startswith("model.classifier.params: unknown parameter 'gracee_period'")
-    assert "did you mean 'grace_period'" in message
-    assert f"for classifier '{kind or 'numpy_hoeffding_tree'}'" in message
-    assert "allowed: grace_period, delta, " in message
+    assert message.startswith(f"model.classifier.params: unknown parameter '{typo}'")
+    assert f"did you mean '{meant}'" in message
+    assert f"for classifier '{kind or 'portfolio'}'" in message
+    assert "allowed: " + allowed in message and "tracker" not in message
 
 
 # (config under `model`, or the whole config for `series`; the field path; the names the error must list)
@@ -109,7 +115,9 @@ def test_every_problem_is_reported_once_per_field(tmp_path):
 
 def test_environment_overrides_are_checked_with_the_file(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  classifier:\n    params: {tau: 0.1, n_splits: 5}\n")
+    path.write_text(
+        "model:\n  classifier:\n    kind: numpy_hoeffding_tree\n    params: {tau: 0.1, n_splits: 5}\n"
+    )
     assert load_config(path).model.classifier.params == {"tau": 0.1, "n_splits": 5}
     monkeypatch.setenv("STREAMIMB_MODEL__CLASSIFIER__KIND", "hoeffding_tree")
     with pytest.raises(ConfigError, match=r"unknown parameter 'n_splits'.* for classifier 'hoeffding_tree'"):

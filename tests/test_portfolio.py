@@ -178,3 +178,22 @@ def test_a_users_river_estimator_is_a_candidate_by_registering_it(monkeypatch):
     p = Processor(config, positive="1", classes=["0", "1"])
     p.process_many(card_events(600))
     assert list(p.classifier.candidates) == ["mine"] and p.report()["model"]["served"] == "mine"
+
+
+@pytest.mark.parametrize(("learn_slice", "calls"), [(100, 5), (500, 1)])
+def test_labelled_batches_are_learned_in_slices_of_learn_slice(learn_slice, calls):
+    """Each slice is scored by the model that learned the slices before it."""
+    config = ModelConfig(
+        learn_slice=learn_slice,
+        classifier={"kind": "numpy_logistic_regression"},
+        imbalance={"strategy": "none"},
+    )
+    p = Processor(config, positive="1", classes=["0", "1"])
+    events = card_events(3000)
+    for start in range(0, 2500, 500):
+        p.process_many(events[start : start + 500])
+    learned = []
+    original = p.classifier.learn_batch
+    p.classifier.learn_batch = lambda xs, ys, ts=None: (learned.append(len(xs)), original(xs, ys, ts))
+    p.process_many(events[2500:])
+    assert learned == [500 // calls] * calls

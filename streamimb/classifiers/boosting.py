@@ -75,7 +75,7 @@ class WindowedBoosting(ProbabilityMember):
         max_leaf_nodes: int = 15,
         min_samples_leaf: int = 20,
         l2_regularization: float = 1.0,
-        max_bins: int = 255,
+        max_bins: int = 63,
         half_life: float = 2000.0,
         background: bool = True,
         adopt_after: int = 1000,

@@ -22,6 +22,7 @@ those with batch forms (``predict_proba_batch`` / ``learn_batch``) score and lea
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -132,54 +133,75 @@ class Portfolio(base.Classifier):
         }
 
     # -- scoring -------------------------------------------------------------------------------------
-    def _candidate_probas(self, xs: list[dict]) -> list[list[dict]]:
-        """Each candidate's probabilities for every event of ``xs`` (and the blend's, last)."""
-        out = []
+    def _score(self, xs: list[dict]) -> tuple[list[list[dict]], np.ndarray, list[Hashable]]:
+        """Each candidate's probabilities for every event of ``xs``: as they return them (dicts), and with
+        the blend's as an array (candidates, then the blend) x events x classes, NaN where a candidate knows
+        nothing yet; and the classes of the array's columns."""
+        dicts = []
         for model in self.candidates.values():
             if getattr(model, "supports_batch", False):
-                out.append(list(model.predict_proba_batch(xs)))
+                dicts.append(list(model.predict_proba_batch(xs)))
             else:
-                out.append([model.predict_proba_one(x) for x in xs])
+                dicts.append([model.predict_proba_one(x) for x in xs])
+        classes = list(self._classes)
+        for rows in dicts:
+            for c in rows[0] if rows else ():
+                if c not in classes:
+                    classes.append(c)
+        unknown = [math.nan] * len(classes)
+        P = np.array([[[d.get(c, 0.0) for c in classes] if d else unknown for d in rows] for rows in dicts])
+        P = P.reshape(len(dicts), len(xs), len(classes))
         if self.blend:
-            out.append(self._blend(out))
-        return out
+            P = np.concatenate([P, self._blend(P, classes)[None]])
+        return dicts, P, classes
 
-    def _blend(self, probas: list[list[dict]]) -> list[dict[Hashable, float]]:
-        """The blend of the candidates: stacked (a logistic regression on their log-odds of the rare class,
-        fitted on the selection window) once two classes were seen, their mean before."""
-        means = [_mean(rows) for rows in zip(*probas, strict=True)]
-        if self._stack is None or self._stack_classes is None:
-            return means
-        rare, other = self._stack_classes
-        odds = np.array(
-            [[p.get(rare, m.get(rare, 0.5)) for p, m in zip(rows, means, strict=True)] for rows in probas]
-        )
-        p = _sigmoid(self._stack[0] + self._stack[1:] @ _logit(odds))
-        return [{rare: q, other: 1.0 - q} for q in p.tolist()]
+    def _blend(self, P: np.ndarray, classes: list[Hashable]) -> np.ndarray:
+        """The blend of the candidates' probabilities ``P``: stacked (a logistic regression on their log-odds
+        of the rare class, fitted on the selection window) on a binary stream once fitted, their mean
+        before (candidates that know nothing left out)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows no candidate can score yet
+            mean = np.nanmean(P, axis=0)
+        if self._stack is None or self._stack_classes is None or not set(self._stack_classes) <= set(classes):
+            return mean
+        rare, other = (classes.index(c) for c in self._stack_classes)
+        odds = np.where(np.isnan(P[:, :, rare]), mean[:, rare], P[:, :, rare])
+        p = _sigmoid(self._stack[0] + self._stack[1:] @ _logit(np.nan_to_num(odds, nan=0.5)))
+        out = np.zeros_like(mean)
+        out[:, rare], out[:, other] = p, 1.0 - p
+        return out
 
     def predict_proba_batch(self, xs: list[dict]) -> list[dict[Hashable, float]]:
         """The served probabilities for every event of a batch (every candidate scores it)."""
-        probas = self._candidate_probas(xs)
-        self._cache = (xs, probas)
+        dicts, P, classes = self._score(xs)
+        self._cache = (xs, P, classes)
         served = self.served
-        if served == "blend":
-            return probas[-1]
-        return probas[list(self.candidates).index(served)]
+        if served != "blend":
+            return dicts[list(self.candidates).index(served)]
+        if len(classes) == 2:  # a dict display is much cheaper than dict(zip(...)) per row
+            first, second = classes
+            rows = [{first: a, second: b} for a, b in P[-1].tolist()]
+        else:
+            rows = [dict(zip(classes, row, strict=True)) for row in P[-1].tolist()]
+        for i in np.flatnonzero(np.isnan(P[-1]).any(axis=1)).tolist():
+            rows[i] = {}
+        return rows
 
     def predict_proba_one(self, x: dict, **kwargs: Any) -> dict[Hashable, float]:
         return self.predict_proba_batch([x])[0]
 
     # -- learning ------------------------------------------------------------------------------------
-    def _scored(self, xs: list[dict]) -> list[list[dict]]:
-        """The candidates' probabilities for ``xs`` as scored last (the same dicts), or fresh ones."""
+    def _scored(self, xs: list[dict]) -> tuple[np.ndarray, list[Hashable]]:
+        """The candidates' probabilities for ``xs`` as scored last, or fresh ones."""
         cache, self._cache = self._cache, None
         if cache is not None:
-            scored_xs, probas = cache
+            scored_xs, P, classes = cache
             position = {id(x): i for i, x in enumerate(scored_xs)}
             rows = [position.get(id(x)) for x in xs]
             if None not in rows:
-                return [[p[i] for i in rows] for p in probas]
-        return self._candidate_probas(xs)
+                return P[:, rows], classes
+        _, P, classes = self._score(xs)
+        return P, classes
 
     def learn_batch(
         self, xs: list[dict], ys: list[Hashable], ts: Sequence[float | None] | None = None
@@ -188,10 +210,13 @@ class Portfolio(base.Classifier):
         let every candidate learn the batch."""
         if not xs:
             return
-        probas = (
-            self._scored(xs) if self.n_learned else None
-        )  # the first labels meet models that know nothing
-        self._record(probas, ys)
+        if self.n_learned:  # the first labels meet models that know nothing
+            self._record(*self._scored(xs), ys)
+        else:
+            self._cache = None
+        for y in ys:
+            if y not in self._classes:
+                self._classes.append(y)
         self.n_learned += len(xs)
         self._since_check += len(xs)
         if self._since_check >= self.check_every:
@@ -204,18 +229,14 @@ class Portfolio(base.Classifier):
                 for x, y in zip(xs, ys, strict=True):
                     model.learn_one(x, y)
 
-    def _record(self, probas: list[list[dict]] | None, ys: Sequence[Hashable]) -> None:
-        """Add the candidates' probabilities for labelled events to the selection window."""
-        for y in ys:
-            if y not in self._classes:
-                self._classes.append(y)
-        if probas is None:
-            self._cache = None
-            return
-        classes = self._classes
-        matrix = np.array([[[p.get(c, 0.0) for c in classes] for p in rows] for rows in probas])
+    def _record(self, P: np.ndarray, classes: list[Hashable], ys: Sequence[Hashable]) -> None:
+        """Add the candidates' probabilities for labelled events to the selection window (a candidate that
+        knew nothing counts as 0 for every class)."""
+        classes = list(classes) + [y for y in dict.fromkeys(ys) if y not in classes]
+        if P.shape[2] < len(classes):
+            P = np.concatenate([P, np.zeros((*P.shape[:2], len(classes) - P.shape[2]))], axis=2)
         index = {c: i for i, c in enumerate(classes)}
-        self._window.add(matrix, np.array([index[y] for y in ys]), classes)
+        self._window.add(np.nan_to_num(P, nan=0.0), np.array([index[y] for y in ys]), classes)
 
     def learn_one(self, x: dict, y: Hashable, **kwargs: Any) -> None:
         self.learn_batch([x], [y], [kwargs.get("t")])
@@ -269,15 +290,3 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-
-
-def _mean(rows: Sequence[dict[Hashable, float]]) -> dict[Hashable, float]:
-    """The mean of probability dicts (a candidate that knows nothing yet is left out)."""
-    known = [r for r in rows if r]
-    if not known:
-        return {}
-    out: dict[Hashable, float] = {}
-    for r in known:
-        for c, p in r.items():
-            out[c] = out.get(c, 0.0) + p
-    return {c: p / len(known) for c, p in out.items() if not math.isnan(p)}

@@ -714,8 +714,10 @@ class AlertGuard(base.Base):
     classes: scores that drift over time do not pass for skill. Until the window holds `min_positives` scored
     positives the skill is unknown and alerts are withheld; it is measured again every `refresh` labels.
 
-    *Rate cap*: at most ``max_rate * per_events`` alerts in any `per_events` consecutive events (an exact
-    sliding window over event positions).
+    *Rate cap*: at most ``rate * per_events`` alerts in any `per_events` consecutive events (an exact
+    sliding window over event positions), where ``rate`` is `max_rate`, or `per_prevalence` times the
+    positive class's prevalence in the skill window when that is larger: a class that is a quarter of the
+    stream may raise more than 5% of alerts.
 
     Parameters
     ----------
@@ -723,8 +725,9 @@ class AlertGuard(base.Base):
         The class whose alerts are guarded; None: nothing to learn, every alert is withheld for no skill.
     skill_margin, min_z
         Required skill score and significance; `skill_margin=None`: no skill guard.
-    max_rate, per_events
-        The alert-rate cap and its window in events; `max_rate=None`: no cap.
+    max_rate, per_events, per_prevalence
+        The alert-rate cap, its window in events, and its multiple of the measured prevalence;
+        `max_rate=None`: no cap; `per_prevalence=None`: `max_rate` whatever the prevalence.
     min_positives, window, refresh
         Scored positives needed, labelled events the skill is measured on, labels between measurements.
 
@@ -733,7 +736,7 @@ class AlertGuard(base.Base):
     >>> import random
     >>> rng = random.Random(0)
     >>> def served(skill):
-    ...     guard = AlertGuard(positive="1", max_rate=0.01, per_events=1000)
+    ...     guard = AlertGuard(positive="1", max_rate=0.01, per_events=1000, per_prevalence=None)
     ...     for _ in range(5000):
     ...         y = "1" if rng.random() < 0.05 else "0"
     ...         guard.update(y, {"1": rng.gauss(0.3 + skill * (y == "1"), 0.15)})
@@ -761,6 +764,7 @@ class AlertGuard(base.Base):
         min_z: float = 3.0,
         window: int = 20_000,
         refresh: int = 250,
+        per_prevalence: float | None = 2.0,
     ) -> None:
         self.positive = positive
         self.skill_margin = skill_margin
@@ -770,14 +774,31 @@ class AlertGuard(base.Base):
         self.min_positives = min_positives
         self.window = window
         self.refresh = refresh
+        self.per_prevalence = per_prevalence
+        self._prevalence = math.nan
         self._scores = np.zeros(window)
         self._hits = np.zeros(window, dtype=bool)
         self._n = 0  # scored labels seen
         self._skill = math.nan
         self._z = math.nan
         self._since = 0
-        cap = None if max_rate is None else max(1, int(max_rate * per_events))
-        self._alerts: deque[int] = deque(maxlen=cap)
+        self._alerts: deque[int] = deque()  # positions of the alerts in the last `per_events` events
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "per_prevalence" not in state:  # a checkpoint from before the prevalence-aware cap
+            self.per_prevalence, self._prevalence = 2.0, math.nan
+            self._alerts = deque(self._alerts)
+
+    @property
+    def cap(self) -> int | None:
+        """Alerts allowed in any `per_events` consecutive events now (None: no cap)."""
+        if self.max_rate is None:
+            return None
+        rate = self.max_rate
+        if self.per_prevalence is not None and self._prevalence == self._prevalence:
+            rate = max(rate, min(1.0, self.per_prevalence * self._prevalence))
+        return max(1, int(rate * self.per_events))
 
     @property
     def skill(self) -> float:
@@ -799,9 +820,12 @@ class AlertGuard(base.Base):
         raised; then it counts against the cap. Positions must not decrease."""
         if not self.skilled:
             return "no_skill"
-        recent = self._alerts
-        if recent.maxlen is not None:
-            if len(recent) == recent.maxlen and index - recent[0] < self.per_events:
+        cap = self.cap
+        if cap is not None:
+            recent = self._alerts
+            while recent and index - recent[0] >= self.per_events:
+                recent.popleft()
+            if len(recent) >= cap:
                 return "rate_cap"
             recent.append(index)
         return ""
@@ -836,7 +860,7 @@ class AlertGuard(base.Base):
         if n_pos < self.min_positives or not n_neg:
             self._skill = self._z = math.nan
             return
-        prevalence = n_pos / held
+        prevalence = self._prevalence = n_pos / held
         self._skill = (pr_auc(hits, scores) - prevalence) / min(prevalence, 1.0 - prevalence)
         self._z = (roc_auc(hits, scores) - 0.5) / math.sqrt((held + 1) / (12.0 * n_pos * n_neg))
 
