@@ -43,10 +43,10 @@ def _sliced(model: dict, learn_slice: int) -> dict:
 
 LINEAR_BOOSTING = _portfolio(["linear", "boosting"])
 ALL_THREE = _portfolio(["linear", "trees", "boosting"])
-CONFIGS: dict[str, dict] = {
-    "oob(10 numpy HT)": {"classifier": {"kind": "numpy_hoeffding_tree"}},  # the default before the portfolio
-    "linear+boosting": LINEAR_BOOSTING,
-    "linear+trees+boosting": ALL_THREE,
+CONFIGS: dict[str, dict] = {  # every one names its learn_slice: the default's must not leak in
+    "oob(10 numpy HT)": _sliced({"classifier": {"kind": "numpy_hoeffding_tree"}}, 500),  # previous default
+    "linear+boosting": _sliced(LINEAR_BOOSTING, 500),
+    "linear+trees+boosting": _sliced(ALL_THREE, 500),
     "linear+boosting, slices of 100": _sliced(LINEAR_BOOSTING, 100),
     "linear+trees+boosting, slices of 100": _sliced(ALL_THREE, 100),
     "oob(10 numpy HT), slices of 100": _sliced({"classifier": {"kind": "numpy_hoeffding_tree"}}, 100),
