@@ -136,8 +136,9 @@ def render_modes(res: dict[str, dict]) -> str:
     rank = ps["figures"]["per_event"]["rank"]
     slower = e2e["batch"] / e2e["per_event"]
     return (
-        "`model.batch: false` runs every event through river's models one at a time (river's half-space "
-        f"trees and Hoeffding adaptive trees). It ranked {ordinal(rank)} of {ps['figures']['strategies']} "
+        "`model.batch: false` runs every event one at a time; with `classifier.kind: numpy_hoeffding_tree` "
+        "it runs river's models (river's half-space trees and Hoeffding adaptive trees). That ensemble "
+        f"ranked {ordinal(rank)} of {ps['figures']['strategies']} "
         f"strategies on the prevalence-shift benchmark's combined score ({cite(ps)}), and runs "
         f"{times(slower)} slower end to end through the broker "
         f"({num(e2e['per_event'])} against {num(e2e['batch'])} events/s; {cite(tp)})."

@@ -56,7 +56,13 @@ from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
 from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
 from streamimb.imbalance.threshold import THRESHOLDS, AlertGuard, build_threshold
-from streamimb.registry import DETECTORS, build_classifier, build_detector, river_twin_of_numpy_tree
+from streamimb.registry import (
+    DETECTORS,
+    build_classifier,
+    build_detector,
+    parameter_names,
+    river_twin_of_numpy_tree,
+)
 
 # Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
 BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
@@ -111,7 +117,7 @@ class Processor:
             name = d.kind if d.kind not in self.detectors else f"{d.kind}_{i}"
             params = (
                 {"seed": config.seed + i, **d.params}
-                if "seed" in _parameters(DETECTORS.get(d.kind))
+                if "seed" in parameter_names(DETECTORS.get(d.kind))
                 else dict(d.params)
             )
             kind = BATCH_TWINS.get(d.kind, d.kind) if self.batch else d.kind
@@ -197,7 +203,7 @@ class Processor:
         strategy_params = dict(config.imbalance.params)
         if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
             strategy_params.update(tracker=self.priors, update_tracker=False)
-        if "seed" in _parameters(STRATEGIES.get(self.strategy_name)):
+        if "seed" in parameter_names(STRATEGIES.get(self.strategy_name)):
             strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
         return build_strategy(self.strategy_name, base_classifier, **strategy_params)
 
@@ -797,11 +803,6 @@ def score_learn_many(
         if learn is None or learn[i]:
             detector.learn_one(x)
     return out
-
-
-def _parameters(factory: Any) -> set[str]:
-    """Names of a factory's parameters (empty for None)."""
-    return set(inspect.signature(factory).parameters) if factory is not None else set()
 
 
 def _nan_to_none(value: float) -> float | None:

@@ -57,6 +57,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _FORWARDS: dict[Callable[..., Any], tuple[Callable[..., Any], frozenset[str]]] = {}
 
 
+def parameter_names(factory: Any) -> set[str]:
+    """Names of a factory's parameters (empty for None)."""
+    return set(inspect.signature(factory).parameters) if factory is not None else set()
+
+
 def _forwards(target: Callable[..., Any], *exclude: str) -> Callable[[_F], _F]:
     """Mark a factory whose ``**params`` go to ``target`` (less ``exclude``), for `accepted_params`."""
 
@@ -181,24 +186,20 @@ def portfolio(
             )
         params = dict(spec.get("params") or {})
         factory = CLASSIFIERS.get(spec["kind"])
-        if factory is not None and "seed" in _parameter_names(factory) and seed is not None:
+        if factory is not None and "seed" in parameter_names(factory) and seed is not None:
             params.setdefault("seed", seed + i)
         model = build_classifier(spec["kind"], **params)
         treatment = strategy or spec.get("strategy") or "none"
         treatment_params = dict(
             strategy_params if strategy is not None else spec.get("strategy_params") or {}
         )
-        if "seed" in _parameter_names(STRATEGIES.get(treatment)) and seed is not None:
+        if "seed" in parameter_names(STRATEGIES.get(treatment)) and seed is not None:
             treatment_params.setdefault("seed", seed + i)
         if tracker is not None and "tracker" not in treatment_params:
             treatment_params.update(tracker=tracker, update_tracker=False)
             treatment_params.setdefault("half_life", tracker.half_life)
         built[name] = build_strategy(treatment, model, **treatment_params)
     return Portfolio(built, window, half_life, margin, noise, min_positives, blend)
-
-
-def _parameter_names(factory: Any) -> set[str]:
-    return set(inspect.signature(factory).parameters) if factory is not None else set()
 
 
 CLASSIFIERS: dict[str, Callable[..., base.Classifier]] = {

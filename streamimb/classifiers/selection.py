@@ -6,6 +6,8 @@ decayed average precision (PR AUC) of the target class and its decayed log loss;
 one and switches only when another beats it by a lead that the window's positives make unlikely to be noise.
 
 >>> import numpy as np
+
+from streamimb.evaluation.metrics import pr_auc
 >>> window = SelectionWindow(["good", "bad"], size=1000, half_life=500)
 >>> rng = np.random.default_rng(0)
 >>> y = rng.random(600) < 0.05
@@ -23,29 +25,9 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["SelectionWindow", "Selector", "weighted_average_precision"]
+from streamimb.evaluation.metrics import pr_auc
 
-
-def weighted_average_precision(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
-    """Average precision with a weight per event (tied scores count as one threshold); NaN without
-    positives.
-
-    >>> y = np.array([1, 0, 1, 0], dtype=bool)
-    >>> weighted_average_precision(y, np.array([0.9, 0.8, 0.7, 0.1]), np.ones(4))  # (1 + 2/3) / 2
-    0.8333333333333333
-    """
-    pos_weight = float(weights[y].sum())
-    if pos_weight <= 0:
-        return math.nan
-    order = np.argsort(-scores, kind="mergesort")
-    s, yy, w = scores[order], y[order], weights[order]
-    tp = np.cumsum(np.where(yy, w, 0.0))
-    total = np.cumsum(w)
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp, total = tp[last_of_tie], total[last_of_tie]
-    precision = np.divide(tp, total, out=np.zeros_like(tp), where=total > 0)
-    recall_steps = np.diff(np.r_[0.0, tp]) / pos_weight
-    return float(np.sum(recall_steps * precision))
+__all__ = ["SelectionWindow", "Selector"]
 
 
 class SelectionWindow:
@@ -125,7 +107,7 @@ class SelectionWindow:
         for name, p in named:
             likelihood = np.clip(p[rows, label], 1e-6, 1.0)
             out[name] = {
-                "pr_auc": weighted_average_precision(y, p[:, column], weight),
+                "pr_auc": pr_auc(y, p[:, column], weight),
                 "log_loss": float(-(weight * np.log(likelihood)).sum() / weight.sum()),
             }
         return out
