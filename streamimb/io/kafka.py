@@ -62,6 +62,33 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+SECRET_CLIENT_KEYS = ("sasl_plain_password", "ssl_password")  # the kafka-python arguments that carry secrets
+
+
+class _MaskClientSecrets(logging.Filter):
+    """Masks secrets in the configuration that kafka-python's admin client logs at DEBUG.
+
+    >>> args = ({"ssl_password": "x"},)
+    >>> record = logging.LogRecord("kafka", logging.DEBUG, "", 0, "config: %s", args, None)
+    >>> _ = _MaskClientSecrets().filter(record)
+    >>> record.getMessage()
+    "config: {'ssl_password': '**********'}"
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):  # a lone mapping argument (LogRecord unpacks it)
+            record.args = _masked(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_masked(a) if isinstance(a, Mapping) else a for a in record.args)
+        return True
+
+
+def _masked(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: "**********" if k in SECRET_CLIENT_KEYS and v else v for k, v in config.items()}
+
+
+logging.getLogger("kafka.admin.client").addFilter(_MaskClientSecrets())
+
 Partition = tuple[str, int]
 """A topic partition as a plain ``(topic, partition)`` tuple."""
 
