@@ -2,9 +2,8 @@
 
 Bad records never raise: they come back as dead letters with a bounded reason and the raw bytes.
 
-The whole batch is decoded first and then processed by ``Processor.process_many`` (which, out of batch mode,
-processes the events one by one); every event's latency is the time from the start of ``handle`` to the end
-of processing: an event's verdict is ready when its batch is.
+The whole batch is decoded first and then processed by ``Processor.process_many``; every event's latency is
+the time from the start of ``handle`` to the end of processing: an event's verdict is ready when its batch is.
 """
 
 from __future__ import annotations

@@ -1,30 +1,31 @@
 """The Processor: the whole detection logic for one stream (or one partition), with no I/O.
 
-For each event, in this order (test-then-train):
+Events take one path, :meth:`Processor.process_many`, as columns (one list per quantity), stage by stage:
 
-1. features are extracted;
-2. every anomaly detector scores the event, the scores are calibrated into p-values and an alert decision;
-3. the imbalance-aware classifier gives class probabilities, the threshold policy a decision;
-4. the detectors learn the event (unsupervised), and drift monitors watch the anomaly score;
-5. when the label is known (now, or later through ``learn_one``), the evaluator records the outcome, the
-   prior tracker, threshold policy and classifier learn, and drift monitors watch the error and prevalence.
+1. **features**: each event's feature dict;
+2. **detectors**: every anomaly detector scores, then learns, each event in order (test-then-train; a detector
+   with batch forms does the whole batch over one array, with the same scores);
+3. **calibration**: the detectors' scores are combined into one anomaly score and calibrated into an alert
+   decision; drift monitors watch the anomaly score and the chosen features;
+4. **candidates and selection**: the classifier (a portfolio of candidates that serves its best one or their
+   blend, or one model under an imbalance strategy) gives class probabilities;
+5. **decision**: the threshold policy decides; the decision mode keeps the classifier's or the detectors'
+   alerts; the alert guard withholds those of a classifier without skill or beyond the alert budget;
+6. **learning**, from labels that come with the events or late (:meth:`Processor.learn_many`): metrics, error
+   and prevalence monitors, prior tracker, threshold policy, alert guard, classifier.
+
+Stages 1-3 need no labels and run over the whole batch. Stages 4-6 run over slices of it: a slice is scored
+and decided by the models as they stand at its start, then its labels are learned. A classifier without batch
+forms (``supports_batch``) takes slices that end at each labelled event, so its results are those of learning
+event by event; one with batch forms takes slices of ``model.learn_slice`` events (fewer while it is young:
+see :func:`batch_slice`). :meth:`Processor.process_one` is a batch of one. Where detectors learn from
+negatives only (``learn_detectors_on: negatives``) and the rare class is not known yet, stages 1-3 go event
+by event too, as which events they learn depends on it.
+
+``model.batch: false`` runs river's models on the same path: river's half-space trees, and river's Hoeffding
+adaptive tree in place of ``numpy_hoeffding_tree``.
 
 The Processor is picklable: a checkpoint is a pickle of it.
-
-Batch mode (``ModelConfig.batch``, on by default): :meth:`Processor.process_many` takes a whole poll batch.
-Detectors that have batch forms (``numpy_half_space_trees``, which batch mode uses in place of river's
-``half_space_trees``: same trees, same scores) score and learn the batch as one array, test-then-train row by
-row, so their scores are those of the per-event path. A classifier with batch forms (``supports_batch``: the
-imbalance strategies over the default ``numpy_hoeffding_tree``) scores the whole batch before it learns the
-batch's labels, so within a batch an event is not scored by a model that has learned the events just before
-it; its sampling weights are drawn at the priors after the batch. Once the rare class is known the threshold
-policy also decides the batch at the priors and threshold of its start, then learns the batch's labels at
-once (the prior tracker label by label); anomaly p-values, alert budgets, decision mode, metrics and drift
-monitors stay event by event in the order of :meth:`Processor.process_one`. Late labels joined in one poll
-batch are learned together (:meth:`Processor.learn_many`). A classifier without batch forms runs every step
-event by event, with the results of ``process_one``.
-With ``batch: false`` every event goes through :meth:`Processor.process_one` with river's models (river's
-half-space trees, and river's Hoeffding adaptive tree in place of ``numpy_hoeffding_tree``).
 
 >>> from streamimb.config import ModelConfig
 >>> from streamimb.events import Event
@@ -40,8 +41,7 @@ import dataclasses
 import inspect
 import logging
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,18 @@ WARMUP_SLICE = 32  # smallest slice a young batch classifier learns from (see Pr
 OTHER_CLASS = "other"  # the class of labels beyond ``ModelConfig.max_classes``
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Columns:
+    """A chunk of events as columns, as stages 1-3 leave it for the slices of stages 4-6."""
+
+    events: list[Event]
+    start: int  # the index of the chunk's first event
+    xs: list[dict[str, float]]  # features
+    scores: list[dict[str, float]]  # each detector's score
+    anomaly_scores: list[float]
+    anomaly_alerts: list[bool]  # the calibrator's decisions, before the decision mode
 
 
 class Processor:
@@ -228,114 +240,170 @@ class Processor:
 
     _share_priors = True  # class switch (tests compare against separate trackers)
 
-    # -- scoring -------------------------------------------------------------------------------------------
-    def score_one(self, event: Event) -> Verdict:
-        """Score and decide with the models as they are; learns nothing."""
-        x = self.features.transform_one(event.features)
-        raw_scores = {name: float(detector.score_one(x)) for name, detector in self.detectors.items()}
-        return self._verdict(event, x, raw_scores)
+    # -- one path: stages over columns ---------------------------------------------------------------------
+    def process_one(self, event: Event) -> tuple[Verdict, list[DriftEvent]]:
+        """:meth:`process_many` over a batch of one."""
+        verdicts, drifts = self.process_many([event])
+        return verdicts[0], drifts
 
-    def _verdict(self, event: Event, x: dict[str, float], raw_scores: dict[str, float]) -> Verdict:
-        """The verdict on an event from its detector scores (classifier and threshold applied here)."""
-        proba = self.classifier.predict_proba_one(x) if self.n_learned else {}
-        return self._decide(event, x, raw_scores, self._combine(raw_scores), proba)
+    def process_many(self, events: Sequence[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
+        """Score, decide and learn a batch in order (see the module docstring): one verdict per event, and the
+        drifts raised, in event order."""
+        events = [self._folded(e) for e in events]
+        verdicts: list[Verdict] = []
+        drifts: list[DriftEvent] = []
+        for chunk in self._chunks(events):
+            columns = self._score_anomalies(chunk)
+            raised = self._watch_signals(columns)
+            labelled = any(e.label is not None for e in chunk)
+            start = 0
+            while start < len(chunk):
+                end = self._slice_end(chunk, start, labelled)
+                decided, fixed_at = self._decide(columns, start, end)
+                learned = [
+                    (v, e.label)
+                    for v, e in zip(decided, chunk[start:end], strict=True)
+                    if e.label is not None
+                ]
+                if learned:
+                    raised += self._learn([v for v, _ in learned], [y for _, y in learned], fixed_at)
+                verdicts += decided
+                start = end
+            raised.sort(key=lambda d: d.index)  # stable: anomaly-side drifts first, as they are raised first
+            drifts += [self._keep(d) for d in raised]
+        return verdicts, drifts
+
+    def learn_one(self, verdict: Verdict, label: str) -> list[DriftEvent]:
+        """:meth:`learn_many` over one label."""
+        return self.learn_many([(verdict, label)])
+
+    def learn_many(self, labelled: Sequence[tuple[Verdict, str]]) -> list[DriftEvent]:
+        """Stage 6 over labels of events scored earlier (late labels, joined to their verdicts)."""
+        pairs = [(verdict, self._fold(label)) for verdict, label in labelled]
+        groups = [pairs] if self._batch_classifier else [[pair] for pair in pairs]
+        drifts: list[DriftEvent] = []
+        for group in groups:
+            verdicts, ys = [v for v, _ in group], [y for _, y in group]
+            fixed_at = 0
+            for k, y in enumerate(ys):
+                if self._count(y):
+                    fixed_at = k
+            drifts += self._learn(verdicts, ys, fixed_at)
+        return [self._keep(d) for d in drifts]
+
+    def _chunks(self, events: list[Event]) -> Iterator[list[Event]]:
+        """The batch for stages 1-3: whole, or one event at a time while the detectors learn negatives only
+        and the rare class is not known yet."""
+        start = 0
+        while start < len(events):
+            if self.config.learn_detectors_on == "negatives" and self.positive is None:
+                yield events[start : start + 1]
+                start += 1
+            else:
+                yield events[start:]
+                return
+
+    def _slice_end(self, events: list[Event], start: int, labelled: bool) -> int:
+        """Where the slice for stages 4-6 that begins at ``start`` ends (see the module docstring)."""
+        n = len(events)
+        if self._batch_classifier:
+            return min(n, start + self._slice(n)) if labelled else n
+        for i in range(start, n):
+            if events[i].label is not None:
+                return i + 1
+        return n
+
+    def _slice(self, batch: int) -> int:
+        """Events of a labelled batch to score before learning: `batch_slice`, at most ``learn_slice``."""
+        return min(batch_slice(self.n_learned, batch), getattr(self.config, "learn_slice", batch))
+
+    # stages 1-3 ------------------------------------------------------------------------------------------
+    def _score_anomalies(self, events: list[Event]) -> Columns:
+        """Features, detectors (test-then-train) and calibration over a chunk of events."""
+        transform = self.features.transform_one
+        xs = [transform(e.features) for e in events]
+        learn = None
+        if self.config.learn_detectors_on == "negatives":
+            positive = self.positive
+            learn = [e.label is None or e.label != positive for e in events]
+        columns = [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
+        if len(columns) == 1:
+            name, scores = columns[0]
+            per_event = [{name: score} for score in scores]
+        else:
+            per_event = [{name: scores[i] for name, scores in columns} for i in range(len(events))]
+            scores = [self._combine(raw) for raw in per_event]
+        _, alerts = self.calibrator.update_many(scores)
+        return Columns(events, self.n_events, xs, per_event, list(scores), list(alerts))
 
     def _combine(self, raw_scores: dict[str, float]) -> float:
-        """One detector: its score; several: -log10 of their smallest p-value, Bonferroni-corrected."""
-        n_detectors = len(raw_scores)
-        if n_detectors == 1:
-            return next(iter(raw_scores.values()))
-        if not n_detectors:
+        """One event's anomaly score from several detectors: -log10 of their smallest p-value,
+        Bonferroni-corrected (0 without detectors); each detector's calibrator then learns its score."""
+        if not raw_scores:
             return 0.0
         calibrators = self.detector_calibrators
         min_p = min(calibrators[name].p_value(s) for name, s in raw_scores.items())
-        return -math.log10(min(min_p, 1.0) * n_detectors)
+        for name, s in raw_scores.items():
+            calibrators[name].update(s)
+        return -math.log10(min(min_p, 1.0) * len(raw_scores))
 
-    def _decide(
-        self,
-        event: Event,
-        x: dict[str, float],
-        raw_scores: dict[str, float],
-        anomaly_score: float,
-        proba: dict[str, float],
-    ) -> Verdict:
-        predicted, classifier_alert, reason = (None, False, "")
-        if proba:
-            predicted, classifier_alert, reason = self.threshold.decide(proba, event.time)
-        if not classifier_alert:
-            reason = ""  # an anomaly alert gets its reason once decided (`_apply_decision_mode`)
-        return Verdict(
-            event_id=event.id,
-            index=self.n_events,
-            time=event.time,
-            anomaly_score=anomaly_score,
-            anomaly_alert=False,  # decided in observe_one, where the calibrator's budget is spent
-            proba=proba,
-            predicted=predicted,
-            classifier_alert=classifier_alert,
-            reason=reason,
-            scores=raw_scores,
-            x=x,
-        )
-
-    def observe_one(self, verdict: Verdict, label: str | None = None) -> list[DriftEvent]:
-        """The unsupervised half of learning: decide on the anomaly, update detectors and monitors."""
-        learn = not (
-            self.config.learn_detectors_on == "negatives" and label is not None and label == self.positive
-        )
-        if learn:
-            for detector in self.detectors.values():
-                detector.learn_one(verdict.x)
-        return self._observe(verdict)
-
-    def _observe(self, verdict: Verdict, anomaly_alert: bool | None = None) -> list[DriftEvent]:
-        """``observe_one`` less the detectors' learning (done already, or batch-wise).
-
-        ``anomaly_alert``: the calibrator's decision when the caller has updated it already.
-        """
-        self._settle(verdict, anomaly_alert)
-        drifts: list[DriftEvent] = []
-        if self.score_monitor is not None:
-            self._record(
-                self.score_monitor.update(verdict.anomaly_score, verdict.index, verdict.time), drifts
-            )
-        for name, monitor in self.feature_monitors.items():
-            value = verdict.x.get(name)
-            if value is not None:
-                self._record(monitor.update(value, verdict.index, verdict.time), drifts)
-        self.n_events += 1
-        return drifts
-
-    def _settle(self, verdict: Verdict, anomaly_alert: bool | None) -> None:
-        """The verdict's anomaly decision and decision mode; the per-detector calibrators learn its scores."""
-        if anomaly_alert is None:
-            _, anomaly_alert = self.calibrator.update(verdict.anomaly_score)
-        verdict.anomaly_alert = anomaly_alert
-        self._apply_decision_mode(verdict)
-        if verdict.anomaly_alert or verdict.classifier_alert:
-            self.n_alerts += 1
-        if len(verdict.scores) > 1:  # per-detector p-values only combine several detectors
-            calibrators = self.detector_calibrators
-            for name, score in verdict.scores.items():
-                calibrators[name].update(score)
-
-    def _watch_signals(self, verdicts: list[Verdict]) -> list[DriftEvent]:
-        """The score and feature monitors over a batch's verdicts (the part of ``_observe`` they do), with
-        the drifts kept in the order ``_observe`` event by event would keep them."""
+    def _watch_signals(self, columns: Columns) -> list[DriftEvent]:
+        """The score and feature monitors over a chunk, their drifts in the order of the events."""
         found: list[tuple[int, int, DriftEvent]] = []
-        indices, times = [v.index for v in verdicts], [v.time for v in verdicts]
+        indices = range(columns.start, columns.start + len(columns.events))
+        times = [e.time for e in columns.events]
         if self.score_monitor is not None:
-            scores = [v.anomaly_score for v in verdicts]
-            found += [(d.index, 0, d) for d in self.score_monitor.update_many(scores, indices, times)]
+            found += [
+                (d.index, 0, d)
+                for d in self.score_monitor.update_many(columns.anomaly_scores, indices, times)
+            ]
         for k, (name, monitor) in enumerate(self.feature_monitors.items(), start=1):
-            present = [(v.x[name], v.index, v.time) for v in verdicts if v.x.get(name) is not None]
+            present = [
+                (x[name], i, t)
+                for x, i, t in zip(columns.xs, indices, times, strict=True)
+                if x.get(name) is not None
+            ]
             if present:
                 found += [(d.index, k, d) for d in monitor.update_many(*zip(*present, strict=True))]
         found.sort(key=lambda f: f[:2])
-        return [self._keep(d) for _, _, d in found]
+        return [d for _, _, d in found]
 
-    def _apply_decision_mode(self, verdict: Verdict) -> None:
+    # stages 4-5 ------------------------------------------------------------------------------------------
+    def _decide(self, columns: Columns, start: int, end: int) -> tuple[list[Verdict], int]:
+        """Candidates, selection and decision over one slice, at the models' state at its start; the slice's
+        labels are counted. Returns the verdicts and the position among the slice's labels from which the
+        current threshold policy and guard learn (where the rare class became known within the slice)."""
+        events, xs = columns.events[start:end], columns.xs[start:end]
+        if not self.n_learned:
+            probas: list[dict[str, float]] = [{}] * len(xs)
+        elif self._batch_classifier:
+            probas = list(self.classifier.predict_proba_batch(xs))
+        else:
+            probas = [self.classifier.predict_proba_one(x) for x in xs]
+        decisions = self.threshold.decide_many(probas, [e.time for e in events])
+        verdicts: list[Verdict] = []
+        fixed_at, n_labels = 0, 0
         mode = self._decision_mode()
+        for i, event in enumerate(events, start=start):
+            predicted, classifier_alert, reason = decisions[i - start]
+            verdict = Verdict(
+                event.id, self.n_events, event.time, columns.anomaly_scores[i], columns.anomaly_alerts[i],
+                probas[i - start], predicted, classifier_alert, reason if classifier_alert else "",
+                columns.scores[i], xs[i - start],
+            )  # fmt: skip
+            self._apply_decision_mode(verdict, mode)
+            self.n_alerts += verdict.alert
+            self.n_events += 1
+            if event.label is not None:
+                if self._count(event.label):
+                    fixed_at = n_labels
+                n_labels += 1
+                if mode != "classifier":  # counts only grow: "classifier" stays until the guard learns
+                    mode = self._decision_mode()
+            verdicts.append(verdict)
+        return verdicts, fixed_at
+
+    def _apply_decision_mode(self, verdict: Verdict, mode: str) -> None:
         if mode == "classifier":
             verdict.anomaly_alert = False
         elif mode == "anomaly" and verdict.classifier_alert:
@@ -344,19 +412,68 @@ class Processor:
             verdict.classifier_alert = False
             verdict.reason = ""
         if verdict.classifier_alert:
-            self._guard(verdict)
+            withheld = self.guard.check(verdict.index)
+            if withheld:
+                verdict.classifier_alert = False
+                verdict.reason = ""
+                self.alerts_suppressed[withheld] += 1
         if verdict.anomaly_alert and not verdict.classifier_alert:
             verdict.reason = f"anomaly score {verdict.anomaly_score:.4g} above calibrated threshold"
 
-    def _guard(self, verdict: Verdict) -> None:
-        """Withhold the verdict's classifier alert where the AlertGuard says so, and count why."""
-        withheld = self.guard.check(verdict.index)
-        if withheld:
-            verdict.classifier_alert = False
-            verdict.reason = ""
-            self.alerts_suppressed[withheld] += 1
+    def _decision_mode(self) -> str:
+        """The decision mode in force: "auto" is "anomaly" until ``min_positive_labels`` labels of the rare
+        class were counted and the alert guard has measured skill in the classifier's score, "classifier"
+        while it has (the anomaly detectors keep alerting while the classifier has none)."""
+        mode = self.config.decision
+        if mode != "auto":
+            return mode
+        return "classifier" if self._classifier_ready() and self.guard.skilled else "anomaly"
 
-    # -- learning ------------------------------------------------------------------------------------------
+    def _classifier_ready(self) -> bool:
+        """``min_positive_labels`` labels of the rare class were counted (counts only grow)."""
+        return self.positive is not None and (
+            self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
+        )
+
+    # stage 6 ---------------------------------------------------------------------------------------------
+    def _learn(self, verdicts: list[Verdict], ys: list[str], fixed_at: int = 0) -> list[DriftEvent]:
+        """Learning from counted labels: metrics, monitors, priors, threshold policy, guard, classifier.
+
+        ``fixed_at``: the threshold policy and guard learn the labels from there on (earlier ones belong to
+        the policy that was replaced when the rare class became known)."""
+        drifts: list[DriftEvent] = []
+        probas = [v.proba for v in verdicts]
+        indices, times = [v.index for v in verdicts], [v.time for v in verdicts]
+        self.evaluator.update_many(
+            indices, ys, [v.predicted for v in verdicts], [v.alert for v in verdicts], probas,
+            [v.anomaly_score for v in verdicts],
+        )  # fmt: skip
+        if self.error_monitor is not None:
+            scored = [(v, y) for v, y in zip(verdicts, ys, strict=True) if v.predicted is not None]
+            errors = [0.0 if v.predicted == y else 1.0 for v, y in scored]
+            drifts += self.error_monitor.update_many(
+                errors, [v.index for v, _ in scored], [v.time for v, _ in scored]
+            )
+        for i, changed in self.priors.update_many(ys, times):
+            drifts += [DriftEvent(indices[i], f"prevalence:{c}", "prior_tracker", times[i]) for c in changed]
+        self.threshold.update_many(ys[fixed_at:], probas[fixed_at:])
+        self.guard.update_many(ys[fixed_at:], probas[fixed_at:])
+        self.n_learned += len(ys)
+        xs = [v.x for v in verdicts]
+        if self._batch_classifier:
+            self.classifier.learn_batch(xs, ys, times)
+        else:
+            for x, y in zip(xs, ys, strict=True):
+                self.classifier.learn_one(x, y)
+        drifts.sort(key=lambda d: d.index)  # stable: an event's error drift before its prevalence drifts
+        return drifts
+
+    @property
+    def _batch_classifier(self) -> bool:
+        """Whether the classifier scores and learns whole slices (``supports_batch``)."""
+        return bool(getattr(self.classifier, "supports_batch", False))
+
+    # -- labels --------------------------------------------------------------------------------------------
     def _fold(self, label: str | None) -> str | None:
         """The label as tracked: a class beyond ``max_classes`` tracked ones counts as ``"other"``.
 
@@ -381,277 +498,25 @@ class Processor:
         label = self._fold(event.label)
         return event if label == event.label else dataclasses.replace(event, label=label)
 
-    def learn_one(self, verdict: Verdict, label: str) -> list[DriftEvent]:
-        """The supervised half: the label of an event scored earlier (now, or late through a LabelJoiner)."""
-        label = self._fold(label)
-        drifts = self._learn_label(verdict, label)
-        self.classifier.learn_one(verdict.x, label)
-        return drifts
-
-    @property
-    def _batch_classifier(self) -> bool:
-        """Whether the classifier scores and learns whole batches (``supports_batch``)."""
-        return bool(getattr(self.classifier, "supports_batch", False))
-
-    def learn_many(self, labelled: Sequence[tuple[Verdict, str]]) -> list[DriftEvent]:
-        """``learn_one`` over late labels; a classifier with batch forms learns them as one batch."""
-        if not self._batch_classifier:
-            return [drift for verdict, label in labelled for drift in self.learn_one(verdict, label)]
-        labelled = [(verdict, self._fold(label)) for verdict, label in labelled]
-        drifts: list[DriftEvent] = []
-        for verdict, label in labelled:
-            drifts += self._learn_label(verdict, label)
-        if labelled:
-            self.classifier.learn_batch(
-                [v.x for v, _ in labelled], [y for _, y in labelled], [v.time for v, _ in labelled]
-            )
-        return drifts
-
-    def _count(self, label: str, n: int = 1) -> None:
+    def _count(self, label: str) -> bool:
+        """Count a label; True where it made the rare class known (see ``_maybe_fix_positive``)."""
         if label not in self.class_counts:
             self.class_counts[label] = 0
             if label not in self.classes:
                 self.classes.append(label)
-        self.class_counts[label] += n
+        self.class_counts[label] += 1
+        return self.positive is None and self._maybe_fix_positive()
 
-    def _decision_mode(self) -> str:
-        """The decision mode in force: "auto" is "anomaly" until ``min_positive_labels`` labels of the rare
-        class were counted and the alert guard has measured skill in the classifier's score, "classifier"
-        while it has (the anomaly detectors keep alerting while the classifier has none)."""
-        mode = self.config.decision
-        if mode != "auto":
-            return mode
-        return "classifier" if self._classifier_ready() and self.guard.skilled else "anomaly"
-
-    def _classifier_ready(self) -> bool:
-        """``min_positive_labels`` labels of the rare class were counted (counts only grow)."""
-        return self.positive is not None and (
-            self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
-        )
-
-    def _learn_label(self, verdict: Verdict, label: str) -> list[DriftEvent]:
-        """``learn_one`` less the classifier's update: counts, metrics, monitors, priors, threshold."""
-        drifts: list[DriftEvent] = []
-        self._count(label)
-        if self.positive is None:
-            self._maybe_fix_positive()
-        self.evaluator.update(
-            verdict.index, label, verdict.predicted, verdict.alert, verdict.proba, verdict.anomaly_score
-        )
-        if self.error_monitor is not None and verdict.predicted is not None:
-            error = 0.0 if verdict.predicted == label else 1.0
-            self._record(self.error_monitor.update(error, verdict.index, verdict.time), drifts)
-        for cls in self.priors.update(label, verdict.time) or ():
-            drifts.append(
-                self._keep(DriftEvent(verdict.index, f"prevalence:{cls}", "prior_tracker", verdict.time))
-            )
-        self.threshold.update(label, verdict.proba)
-        self.guard.update(label, verdict.proba)
-        self.n_learned += 1
-        return drifts
-
-    def process_one(self, event: Event) -> tuple[Verdict, list[DriftEvent]]:
-        """Score, observe, and learn the event's own label if it carries one."""
-        event = self._folded(event)
-        verdict = self.score_one(event)
-        drifts = self.observe_one(verdict, event.label)
-        if event.label is not None:
-            drifts += self.learn_one(verdict, event.label)
-        return verdict, drifts
-
-    def process_many(self, events: Sequence[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
-        """``process_one`` over a batch, in order: the verdicts (one per event) and the drifts raised.
-
-        In batch mode the detectors score and learn the whole batch at once (same scores); a classifier with
-        batch forms scores the batch before learning it (see the module docstring). Otherwise, and when the
-        detectors' learning depends on a positive class not known yet, it is ``process_one`` on each event.
-        """
-        events = [self._folded(e) for e in events]
-        verdicts: list[Verdict] = []
-        drifts: list[DriftEvent] = []
-        negatives_only = self.config.learn_detectors_on == "negatives"
-        if not self.batch or (negatives_only and self.positive is None):
-            for event in events:
-                verdict, raised = self.process_one(event)
-                verdicts.append(verdict)
-                drifts += raised
-            return verdicts, drifts
-        if not events:
-            return verdicts, drifts
-        if self._batch_classifier and any(e.label is not None for e in events):
-            # A young batch classifier learns the batch's labels in smaller slices first (`batch_slice`).
-            start = 0
-            while start < len(events) and (size := self._slice(len(events))) < len(events):
-                got, raised = self._process_batch(events[start : start + size])
-                verdicts += got
-                drifts += raised
-                start += size
-            events = events[start:]
-            if not events:
-                return verdicts, drifts
-        got, raised = self._process_batch(events)
-        return verdicts + got, drifts + raised
-
-    def _slice(self, batch: int) -> int:
-        """Events of a labelled batch to score before learning: `batch_slice`, at most ``learn_slice``."""
-        return min(batch_slice(self.n_learned, batch), getattr(self.config, "learn_slice", batch))
-
-    def _process_batch(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
-        """``process_many``'s batch path over one slice of the batch."""
-        if self._batch_classifier and self.positive is not None:
-            return self._process_columns(events)
-        verdicts: list[Verdict] = []
-        drifts: list[DriftEvent] = []
-        xs, columns = self._score_detectors(events)
-        classifier = self.classifier
-        batch_classifier = self._batch_classifier
-        probas: list[dict] | None = None
-        if batch_classifier:
-            probas = list(classifier.predict_proba_batch(xs)) if self.n_learned else [{}] * len(xs)
-        decide, combine, observe, calibrate = (
-            self._decide,
-            self._combine,
-            self._observe,
-            self.calibrator.update,
-        )
-        learned: list[tuple[dict[str, float], str, float | None]] = []
-        for i, event in enumerate(events):
-            x = xs[i]
-            raw = {name: scores[i] for name, scores in columns}
-            if probas is None:
-                proba = classifier.predict_proba_one(x) if self.n_learned else {}
-            else:
-                proba = probas[i]
-            score = combine(raw)
-            _, anomaly_alert = calibrate(score)  # ranked before it joins the window, as in score_one
-            verdict = decide(event, x, raw, score, proba)
-            raised = observe(verdict, anomaly_alert)
-            label = event.label
-            if label is not None:
-                raised += self._learn_label(verdict, label)
-                if batch_classifier:
-                    learned.append((x, label, event.time))
-                else:
-                    classifier.learn_one(x, label)
-            verdicts.append(verdict)
-            if raised:
-                drifts += raised
-        if learned:
-            classifier.learn_batch(
-                [x for x, _, _ in learned], [y for _, y, _ in learned], [t for _, _, t in learned]
-            )
-        return verdicts, drifts
-
-    def _score_detectors(self, events: list[Event]) -> tuple[list[dict[str, float]], list[tuple[str, list]]]:
-        """The batch's feature dicts and each detector's scores (test-then-train, row by row)."""
-        transform = self.features.transform_one
-        xs = [transform(e.features) for e in events]
-        learn = None
-        if self.config.learn_detectors_on == "negatives":
-            positive = self.positive
-            learn = [e.label is None or e.label != positive for e in events]
-        return xs, [(name, score_learn_many(det, xs, learn)) for name, det in self.detectors.items()]
-
-    def _process_columns(self, events: list[Event]) -> tuple[list[Verdict], list[DriftEvent]]:
-        """The batch path for a batch classifier once the rare class is known.
-
-        The anomaly side is exact (detectors and calibrators event by event, as ``process_one``); the
-        classifier side decides the whole batch as it stands at the batch's start (classifier, priors,
-        threshold), then learns its labels at once: counts, metrics and monitors in event order, the prior
-        tracker label by label, the threshold policy and the classifier as one batch each.
-        """
-        n = len(events)
-        xs, columns = self._score_detectors(events)
-        single = len(columns) == 1
-        if single:  # its scores are the anomaly scores: calibrate them all at once (same results)
-            name, combined = columns[0]
-            raws = [{name: score} for score in combined]
-            _, anomaly_alerts = self.calibrator.update_many(combined)
-        else:
-            raws = [{name: scores[i] for name, scores in columns} for i in range(n)]
-        probas = self.classifier.predict_proba_batch(xs) if self.n_learned else [{}] * n
-        times = [e.time for e in events]
-        decisions = self.threshold.decide_many(probas, times)
-
-        verdicts: list[Verdict] = []
-        drifts: list[DriftEvent] = []
-        labelled: list[int] = []
-        if single and self._decision_mode() == "classifier":  # for the whole batch: no anomaly alerts
-            at = self.n_events
-            verdicts = [
-                Verdict(e.id, at + i, e.time, combined[i], False, probas[i], *decision, raws[i], xs[i])
-                for i, (e, decision) in enumerate(zip(events, decisions, strict=True))
-            ]  # fmt: skip
-            for verdict in verdicts:
-                if verdict.classifier_alert:
-                    self._guard(verdict)
-            self.n_events += n
-            self.n_alerts += sum(v.classifier_alert for v in verdicts)
-            labelled = [i for i, event in enumerate(events) if event.label is not None]
-            for label, seen in Counter(events[i].label for i in labelled).items():
-                self._count(label, seen)
-        else:
-            for i, event in enumerate(events):
-                raw = raws[i]
-                if single:
-                    score, anomaly_alert = combined[i], anomaly_alerts[i]
-                else:
-                    score = self._combine(raw)
-                    _, anomaly_alert = self.calibrator.update(score)
-                predicted, classifier_alert, reason = decisions[i]
-                verdict = Verdict(
-                    event.id, self.n_events, event.time, score, False, probas[i], predicted, classifier_alert,
-                    reason, raw, xs[i],
-                )  # fmt: skip
-                self._settle(verdict, anomaly_alert)
-                self.n_events += 1
-                if event.label is not None:
-                    labelled.append(i)
-                    self._count(event.label)  # before the next verdict's decision mode, as in process_one
-                verdicts.append(verdict)
-        drifts += self._watch_signals(verdicts)
-        if labelled:
-            drifts += self._learn_columns(
-                [verdicts[i] for i in labelled], [events[i].label for i in labelled]
-            )
-            self.classifier.learn_batch([xs[i] for i in labelled], [events[i].label for i in labelled],
-                                        [times[i] for i in labelled])  # fmt: skip
-        drifts.sort(key=lambda d: d.index)
-        return verdicts, drifts
-
-    def _learn_columns(self, verdicts: list[Verdict], ys: list[str]) -> list[DriftEvent]:
-        """``_learn_label`` over a batch's labelled verdicts, with the batch forms (class counts done)."""
-        drifts: list[DriftEvent] = []
-        probas = [v.proba for v in verdicts]
-        self.evaluator.update_many(
-            [v.index for v in verdicts], ys, [v.predicted for v in verdicts],
-            [v.alert for v in verdicts], probas, [v.anomaly_score for v in verdicts],
-        )  # fmt: skip
-        if self.error_monitor is not None:
-            scored = [(v, y) for v, y in zip(verdicts, ys, strict=True) if v.predicted is not None]
-            errors = [0.0 if v.predicted == y else 1.0 for v, y in scored]
-            found = self.error_monitor.update_many(
-                errors, [v.index for v, _ in scored], [v.time for v, _ in scored]
-            )
-            drifts += [self._keep(d) for d in found]
-        for i, changed in self.priors.update_many(ys, [v.time for v in verdicts]):
-            v = verdicts[i]
-            drifts += [
-                self._keep(DriftEvent(v.index, f"prevalence:{c}", "prior_tracker", v.time)) for c in changed
-            ]
-        self.threshold.update_many(ys, probas)
-        self.guard.update_many(ys, probas)
-        self.n_learned += len(ys)
-        return drifts
-
-    def _maybe_fix_positive(self) -> None:
+    def _maybe_fix_positive(self) -> bool:
         if self.positive is not None or len(self.class_counts) != 2:
-            return
-        if min(self.class_counts.values()) >= max(1, self.config.min_positive_labels):
-            self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
-            self._select_on(self.positive)
-            self.threshold = self._build_threshold(self.positive)
-            self.guard = self._build_guard(self.positive)
+            return False
+        if min(self.class_counts.values()) < max(1, self.config.min_positive_labels):
+            return False
+        self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
+        self._select_on(self.positive)
+        self.threshold = self._build_threshold(self.positive)
+        self.guard = self._build_guard(self.positive)
+        return True
 
     def _select_on(self, positive: str | None) -> None:
         """Tell a portfolio which class its selection ranks (the rarest in its window until known)."""
@@ -679,10 +544,6 @@ class Processor:
             positive, cfg.skill_margin, cfg.max_rate, cfg.per_events, cfg.min_positives,
             per_prevalence=cfg.per_prevalence,
         )  # fmt: skip
-
-    def _record(self, drift: DriftEvent | None, into: list[DriftEvent]) -> None:
-        if drift is not None:
-            into.append(self._keep(drift))
 
     def _keep(self, drift: DriftEvent) -> DriftEvent:
         if len(self.drifts) < 10_000:

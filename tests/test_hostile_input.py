@@ -169,7 +169,7 @@ def test_hostile_batches_never_crash_and_every_record_is_accounted_for(batches):
         assert learned <= outcome.processed + outcome.labels["joined"]
     # the models were not poisoned: a clean event still gets finite scores
     for state in runner.states.values():
-        verdict = state.processor.score_one(Event(id="probe", time=None, features={"amount": 1.0, "n": 0.5}))
+        verdict, _ = state.processor.process_one(Event("probe", None, {"amount": 1.0, "n": 0.5}))
         assert math.isfinite(verdict.anomaly_score)
         assert all(math.isfinite(p) for p in verdict.proba.values())
 

@@ -68,10 +68,9 @@ def test_folding_applies_to_every_way_labels_come_in():
     p = Processor(config, positive="rare", classes=["a", "b"])
     p.process_one(Event("1", None, {"x": 1.0}, label="c"))  # fills the third place
     p.process_one(Event("2", None, {"x": 1.0}, label="d"))
-    late = p.score_one(Event("3", None, {"x": 2.0}))
-    p.observe_one(late)
+    late, _ = p.process_one(Event("3", None, {"x": 2.0}))
     p.learn_one(late, "e")
-    p.learn_many([(p.score_one(Event("4", None, {"x": 0.0})), "f")])
+    p.learn_many([(p.process_one(Event("4", None, {"x": 0.0}))[0], "f")])
     p.process_one(Event("5", None, {"x": 1.0}, label="rare"))  # the positive class always has its place
     assert p.classes == ["a", "b", "c", OTHER_CLASS, "rare"]
     assert p.class_counts == {"c": 1, OTHER_CLASS: 3, "rare": 1}

@@ -39,8 +39,7 @@ def test_test_then_train_order():
 
 def test_delayed_label_learns_later():
     p = Processor(ModelConfig(), positive="1", classes=["0", "1"])
-    verdict = p.score_one(Event(id="e", time=None, features={"a": 1.0}))
-    p.observe_one(verdict)
+    verdict, _ = p.process_one(Event(id="e", time=None, features={"a": 1.0}))
     assert p.n_learned == 0
     p.learn_one(verdict, "0")
     assert p.n_learned == 1 and p.report()["labelled"] == 1
