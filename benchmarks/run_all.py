@@ -21,6 +21,7 @@ BENCHMARKS = [
     "prevalence_shift.py",
     "detection.py",
     "choose_default.py",
+    "partitions.py",
     "nab.py",
     "throughput.py",
     "soak.py",

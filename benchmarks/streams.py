@@ -35,6 +35,7 @@ class Stream:
     true_prevalence: np.ndarray
     description: str
     nominal: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each event's entity key (the card), where it has one
 
     def __len__(self) -> int:
         return len(self.events)
@@ -303,11 +304,13 @@ def card_simulator(n: int = 100_000, seed: int = 42) -> Stream:
     schedule = [(int(until * scale) if until < 10**12 else until, p) for until, p in DEFAULT_SCHEDULE]
     gen = iter(CardStream(seed=seed, schedule=schedule))
     events: list[tuple[dict, object]] = []
+    cards: list[str] = []
     for _ in range(n):
         tx, label = next(gen)
         x = {k: float(tx[k]) for k in CARD_NUMERIC}
         x.update({k: tx[k] for k in CARD_NOMINAL})
         events.append((x, label["label"] == "1"))
+        cards.append(tx["card"])
     bounds = [0] + [min(until, n) for until, _ in schedule]
     segments = [
         (f"P{k + 1}", bounds[k], bounds[k + 1]) for k in range(len(schedule)) if bounds[k] < bounds[k + 1]
@@ -315,7 +318,7 @@ def card_simulator(n: int = 100_000, seed: int = 42) -> Stream:
     true_p = np.empty(n)
     for k, (_, s, e) in enumerate(segments):
         true_p[s:e] = schedule[k][1]
-    return _binary(
+    stream = _binary(
         "card_sim",
         events,
         segments,
@@ -327,6 +330,8 @@ def card_simulator(n: int = 100_000, seed: int = 42) -> Stream:
         ),
         list(CARD_NOMINAL),
     )
+    stream.keys = cards
+    return stream
 
 
 def forest_cover(n: int = 50_000, seed: int = 11) -> Stream:

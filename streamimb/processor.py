@@ -38,9 +38,9 @@ The Processor is picklable: a checkpoint is a pickle of it.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -54,23 +54,14 @@ from streamimb.detectors.drift import DriftMonitor
 from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
-from streamimb.imbalance import DEFAULT_STRATEGY, DEFAULT_THRESHOLD, STRATEGIES, PriorTracker, build_strategy
-from streamimb.imbalance.threshold import THRESHOLDS, AlertGuard, build_threshold
-from streamimb.registry import (
-    DETECTORS,
-    build_classifier,
-    build_detector,
-    parameter_names,
-    river_twin_of_numpy_tree,
-)
+from streamimb.imbalance import PriorTracker
+from streamimb.imbalance.threshold import AlertGuard
+from streamimb.model import SupervisedModel
+from streamimb.registry import DETECTORS, build_detector, parameter_names
 
 # Detector kinds that batch mode replaces by a vectorised twin giving the same scores.
 BATCH_TWINS = {"half_space_trees": "numpy_half_space_trees"}
-# Classifier kinds that the per-event path (``batch: false``) replaces by a river model (the numpy tree
-# learns a single row much more slowly than river's trees do; see ``river_twin_of_numpy_tree``).
-PER_EVENT_TWINS = {"numpy_hoeffding_tree": river_twin_of_numpy_tree}
 WARMUP_SLICE = 32  # smallest slice a young batch classifier learns from (see Processor.process_many)
-OTHER_CLASS = "other"  # the class of labels beyond ``ModelConfig.max_classes``
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +85,19 @@ class Processor:
     ----------
     config
         The model section of the configuration.
-    positive
-        The rare class to flag. ``None``: multi-class argmax, or (binary) the rarer class once
-        ``min_positive_labels`` labels of each of two classes have been seen.
-    classes
-        Known classes, if any; more are added as labels arrive, up to ``config.max_classes``: labels of
-        further classes are counted as ``"other"`` (a warning is logged once), so that the model state and
-        the metric series stay bounded.
+    positive, classes
+        The rare class and the known classes, for a model of its own (see
+        :class:`~streamimb.model.SupervisedModel`).
     max_categories
         Distinct values kept per categorical feature.
+    model
+        A supervised model shared with other Processors (other partitions of the stream): it learns the
+        labels of all of them and scores each. ``positive`` and ``classes`` are then the model's.
 
     Classifier alerts pass an :class:`~streamimb.imbalance.threshold.AlertGuard` (``config.alerts``): none
     while the served score shows no skill, and at most ``max_rate`` of the events; the alerts it withholds are
     counted by reason in ``alerts_suppressed``.
     """
-
-    _warned_classes = False  # the "too many classes" warning was logged
 
     def __init__(
         self,
@@ -117,10 +105,10 @@ class Processor:
         positive: str | None = None,
         classes: Iterable[str] | None = None,
         max_categories: int = 64,
+        model: SupervisedModel | None = None,
     ) -> None:
         self.config = config = config or ModelConfig()
-        self.positive = positive
-        self.classes: list[str] = list(classes or [])
+        self.model = model if model is not None else SupervisedModel(config, positive, classes)
         self.features = FeatureExtractor(max_categories=max_categories)
         self.detectors: dict[str, base.AnomalyDetector] = {}
         self.detector_calibrators: dict[str, ScoreCalibrator] = {}
@@ -146,18 +134,7 @@ class Processor:
             window=cal.window,
             warmup=cal.warmup,
         )
-        self.threshold_policy = config.threshold.policy or DEFAULT_THRESHOLD
-        self.priors = PriorTracker(half_life=config.imbalance.half_life)
-        if config.classifier.kind == "portfolio":
-            self.strategy_name = config.imbalance.strategy or "per candidate"
-            self.classifier = self._build_portfolio()
-        else:
-            self.strategy_name = config.imbalance.strategy or DEFAULT_STRATEGY
-            self.classifier = self._build_strategy()
-        self._select_on(positive)
-        self.threshold = self._build_threshold(positive)
-        self.max_classes = config.max_classes
-        self.guard = self._build_guard(positive)
+        self.recent_alerts: deque[int] = deque()  # positions of this Processor's alerts for the rate cap
         self.alerts_suppressed = dict.fromkeys(AlertGuard.REASONS, 0)
         drift = config.drift
         self.score_monitor = (
@@ -175,70 +152,62 @@ class Processor:
         ev = config.evaluation
         self.evaluator = PrequentialEvaluator(ev.rolling_window, ev.keep_history, ev.max_history)
         self.drifts: list[DriftEvent] = []
-        self.class_counts: dict[str, int] = {}
         self.n_events = 0
         self.n_learned = 0
         self.n_alerts = 0
 
-    def _can_share_priors(self, factory: Any, params: dict[str, Any], *needs: str) -> bool:
-        """Whether the tracker ``factory(**params)`` would build equals ``self.priors`` in every update.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "model" not in state:  # a checkpoint from before the supervised model had an object of its own
+            model = SupervisedModel.__new__(SupervisedModel)
+            moved = ("positive", "classes", "class_counts", "max_classes", "threshold_policy", "priors")
+            moved += ("strategy_name", "classifier", "threshold", "guard")
+            model.__dict__.update({k: state.pop(k) for k in moved if k in state})
+            model.__dict__.update(config=state["config"], batch=state.get("batch", True), version=0)
+            model.n_learned = state["n_learned"]
+            state["recent_alerts"] = model.guard._alerts
+            state["model"] = model
+        self.__dict__.update(state)
 
-        Both count the same labels in the same order (the Processor updates its tracker before the threshold
-        and the classifier learn), with the same half-life and no time-based decay.
-        """
-        if factory is None or not self._share_priors:
-            return False
-        try:
-            signature = inspect.signature(factory).parameters
-        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-            return False
-        if not {"tracker", "half_life", *needs} <= signature.keys():
-            return False
-        if {"tracker", "update_tracker", "time_based"} & params.keys():
-            return False
-        time_based = signature.get("time_based")
-        if time_based is not None and time_based.default is not False:
-            return False
-        return params.get("half_life", signature["half_life"].default) == self.priors.half_life
+    # -- the model's state, as this Processor serves it ------------------------------------------------------
+    @property
+    def positive(self) -> str | None:
+        return self.model.positive
 
-    def _build_strategy(self) -> Any:
-        """The configured classifier wrapped in the configured imbalance strategy."""
-        config = self.config
-        twin = None if self.batch else PER_EVENT_TWINS.get(config.classifier.kind)
-        base_classifier = (
-            twin(**config.classifier.params)
-            if twin is not None
-            else build_classifier(config.classifier.kind, **config.classifier.params)
-        )
-        # The strategy and the threshold policy each track the priors of the same labels; where their own
-        # tracker would be identical to this one, they read this one instead (same numbers, one update).
-        strategy_params = dict(config.imbalance.params)
-        if self._can_share_priors(STRATEGIES.get(self.strategy_name), strategy_params, "update_tracker"):
-            strategy_params.update(tracker=self.priors, update_tracker=False)
-        if "seed" in parameter_names(STRATEGIES.get(self.strategy_name)):
-            strategy_params.setdefault("seed", config.seed)  # same data, same decisions, same alerts
-        return build_strategy(self.strategy_name, base_classifier, **strategy_params)
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
 
-    def _build_portfolio(self) -> Any:
-        """The portfolio of candidates (``classifier.kind: portfolio``), each reading this prior tracker;
-        an ``imbalance.strategy`` in the config replaces every candidate's own treatment."""
-        config = self.config
-        params = dict(config.classifier.params)
-        params.setdefault("seed", config.seed)
-        strategy = config.imbalance.strategy
-        shared = self._share_priors and not {"tracker", "update_tracker", "time_based"} & set(
-            config.imbalance.params
-        )  # a candidate that reads this tracker decays its training priors at the same half-life
-        tracker = self.priors if shared else None
-        return build_classifier(
-            "portfolio",
-            **params,
-            strategy=strategy,
-            strategy_params=dict(config.imbalance.params) if strategy else None,
-            tracker=tracker,
-        )
+    @property
+    def class_counts(self) -> dict[str, int]:
+        return self.model.class_counts
 
-    _share_priors = True  # class switch (tests compare against separate trackers)
+    @property
+    def priors(self) -> PriorTracker:
+        return self.model.priors
+
+    @property
+    def classifier(self) -> Any:
+        return self.model.classifier
+
+    @classifier.setter
+    def classifier(self, classifier: Any) -> None:
+        self.model.classifier = classifier
+
+    @property
+    def threshold(self) -> Any:
+        return self.model.threshold
+
+    @property
+    def guard(self) -> AlertGuard:
+        return self.model.guard
+
+    @property
+    def strategy_name(self) -> str:
+        return self.model.strategy_name
+
+    @property
+    def threshold_policy(self) -> str:
+        return self.model.threshold_policy
 
     # -- one path: stages over columns ---------------------------------------------------------------------
     def process_one(self, event: Event) -> tuple[Verdict, list[DriftEvent]]:
@@ -279,14 +248,14 @@ class Processor:
 
     def learn_many(self, labelled: Sequence[tuple[Verdict, str]]) -> list[DriftEvent]:
         """Stage 6 over labels of events scored earlier (late labels, joined to their verdicts)."""
-        pairs = [(verdict, self._fold(label)) for verdict, label in labelled]
-        groups = [pairs] if self._batch_classifier else [[pair] for pair in pairs]
+        pairs = [(verdict, self.model.fold(label)) for verdict, label in labelled]
+        groups = [pairs] if self.model.supports_batch else [[pair] for pair in pairs]
         drifts: list[DriftEvent] = []
         for group in groups:
             verdicts, ys = [v for v, _ in group], [y for _, y in group]
             fixed_at = 0
             for k, y in enumerate(ys):
-                if self._count(y):
+                if self.model.count(y):
                     fixed_at = k
             drifts += self._learn(verdicts, ys, fixed_at)
         return [self._keep(d) for d in drifts]
@@ -306,7 +275,7 @@ class Processor:
     def _slice_end(self, events: list[Event], start: int, labelled: bool) -> int:
         """Where the slice for stages 4-6 that begins at ``start`` ends (see the module docstring)."""
         n = len(events)
-        if self._batch_classifier:
+        if self.model.supports_batch:
             return min(n, start + self._slice(n)) if labelled else n
         for i in range(start, n):
             if events[i].label is not None:
@@ -315,7 +284,7 @@ class Processor:
 
     def _slice(self, batch: int) -> int:
         """Events of a labelled batch to score before learning: `batch_slice`, at most ``learn_slice``."""
-        return min(batch_slice(self.n_learned, batch), getattr(self.config, "learn_slice", batch))
+        return min(batch_slice(self.model.n_learned, batch), getattr(self.config, "learn_slice", batch))
 
     # stages 1-3 ------------------------------------------------------------------------------------------
     def _score_anomalies(self, events: list[Event]) -> Columns:
@@ -374,13 +343,9 @@ class Processor:
         labels are counted. Returns the verdicts and the position among the slice's labels from which the
         current threshold policy and guard learn (where the rare class became known within the slice)."""
         events, xs = columns.events[start:end], columns.xs[start:end]
-        if not self.n_learned:
-            probas: list[dict[str, float]] = [{}] * len(xs)
-        elif self._batch_classifier:
-            probas = list(self.classifier.predict_proba_batch(xs))
-        else:
-            probas = [self.classifier.predict_proba_one(x) for x in xs]
-        decisions = self.threshold.decide_many(probas, [e.time for e in events])
+        model = self.model
+        probas = model.predict(xs)
+        decisions = model.decide(probas, [e.time for e in events])
         verdicts: list[Verdict] = []
         fixed_at, n_labels = 0, 0
         mode = self._decision_mode()
@@ -395,7 +360,7 @@ class Processor:
             self.n_alerts += verdict.alert
             self.n_events += 1
             if event.label is not None:
-                if self._count(event.label):
+                if model.count(event.label):
                     fixed_at = n_labels
                 n_labels += 1
                 if mode != "classifier":  # counts only grow: "classifier" stays until the guard learns
@@ -412,7 +377,7 @@ class Processor:
             verdict.classifier_alert = False
             verdict.reason = ""
         if verdict.classifier_alert:
-            withheld = self.guard.check(verdict.index)
+            withheld = self.guard.check(verdict.index, self.recent_alerts)
             if withheld:
                 verdict.classifier_alert = False
                 verdict.reason = ""
@@ -431,16 +396,13 @@ class Processor:
 
     def _classifier_ready(self) -> bool:
         """``min_positive_labels`` labels of the rare class were counted (counts only grow)."""
-        return self.positive is not None and (
-            self.class_counts.get(self.positive, 0) >= self.config.min_positive_labels
-        )
+        return self.model.ready()
 
     # stage 6 ---------------------------------------------------------------------------------------------
     def _learn(self, verdicts: list[Verdict], ys: list[str], fixed_at: int = 0) -> list[DriftEvent]:
         """Learning from counted labels: metrics, monitors, priors, threshold policy, guard, classifier.
 
-        ``fixed_at``: the threshold policy and guard learn the labels from there on (earlier ones belong to
-        the policy that was replaced when the rare class became known)."""
+        ``fixed_at``: see :meth:`~streamimb.model.SupervisedModel.learn`."""
         drifts: list[DriftEvent] = []
         probas = [v.proba for v in verdicts]
         indices, times = [v.index for v in verdicts], [v.time for v in verdicts]
@@ -454,96 +416,16 @@ class Processor:
             drifts += self.error_monitor.update_many(
                 errors, [v.index for v, _ in scored], [v.time for v, _ in scored]
             )
-        for i, changed in self.priors.update_many(ys, times):
+        for i, changed in self.model.learn([v.x for v in verdicts], ys, times, probas, fixed_at):
             drifts += [DriftEvent(indices[i], f"prevalence:{c}", "prior_tracker", times[i]) for c in changed]
-        self.threshold.update_many(ys[fixed_at:], probas[fixed_at:])
-        self.guard.update_many(ys[fixed_at:], probas[fixed_at:])
         self.n_learned += len(ys)
-        xs = [v.x for v in verdicts]
-        if self._batch_classifier:
-            self.classifier.learn_batch(xs, ys, times)
-        else:
-            for x, y in zip(xs, ys, strict=True):
-                self.classifier.learn_one(x, y)
         drifts.sort(key=lambda d: d.index)  # stable: an event's error drift before its prevalence drifts
         return drifts
 
-    @property
-    def _batch_classifier(self) -> bool:
-        """Whether the classifier scores and learns whole slices (``supports_batch``)."""
-        return bool(getattr(self.classifier, "supports_batch", False))
-
     # -- labels --------------------------------------------------------------------------------------------
-    def _fold(self, label: str | None) -> str | None:
-        """The label as tracked: a class beyond ``max_classes`` tracked ones counts as ``"other"``.
-
-        >>> p = Processor(ModelConfig(max_classes=2))
-        >>> [p._fold(y) for y in ("a", "b", "a", "c")], p.classes
-        (['a', 'b', 'a', 'other'], ['a', 'b'])
-        """
-        if label is None or label in self.class_counts or label == self.positive or label in self.classes:
-            return label
-        if len(self.classes) < self.max_classes:
-            self.classes.append(label)
-            return label
-        if not self._warned_classes:
-            self._warned_classes = True
-            log.warning(
-                "more than %d classes: labels of further classes (e.g. %.50r) are counted as %r "
-                "(model.max_classes)", self.max_classes, label, OTHER_CLASS,
-            )  # fmt: skip
-        return OTHER_CLASS
-
     def _folded(self, event: Event) -> Event:
-        label = self._fold(event.label)
+        label = self.model.fold(event.label)
         return event if label == event.label else dataclasses.replace(event, label=label)
-
-    def _count(self, label: str) -> bool:
-        """Count a label; True where it made the rare class known (see ``_maybe_fix_positive``)."""
-        if label not in self.class_counts:
-            self.class_counts[label] = 0
-            if label not in self.classes:
-                self.classes.append(label)
-        self.class_counts[label] += 1
-        return self.positive is None and self._maybe_fix_positive()
-
-    def _maybe_fix_positive(self) -> bool:
-        if self.positive is not None or len(self.class_counts) != 2:
-            return False
-        if min(self.class_counts.values()) < max(1, self.config.min_positive_labels):
-            return False
-        self.positive = min(self.class_counts, key=lambda c: (self.class_counts[c], c))
-        self._select_on(self.positive)
-        self.threshold = self._build_threshold(self.positive)
-        self.guard = self._build_guard(self.positive)
-        return True
-
-    def _select_on(self, positive: str | None) -> None:
-        """Tell a portfolio which class its selection ranks (the rarest in its window until known)."""
-        if positive is not None and isinstance(self.classifier, Portfolio):
-            self.classifier.positive = positive
-
-    def _build_threshold(self, positive: str | None) -> Any:
-        """The configured threshold policy; plain argmax while a policy that needs the rare class waits
-        for it to be known (it is inferred once both classes have been seen often enough)."""
-        policy = self.threshold_policy
-        params = dict(self.config.threshold.params)
-        if self._can_share_priors(THRESHOLDS.get(policy), params):
-            params["tracker"] = self.priors
-        try:
-            return build_threshold(policy, positive=positive, **params)
-        except ValueError:
-            if positive is not None:
-                raise
-            return build_threshold("argmax", positive=None)
-
-    def _build_guard(self, positive: str | None) -> AlertGuard:
-        """The guard on classifier alerts (``config.alerts``)."""
-        cfg = self.config.alerts
-        return AlertGuard(
-            positive, cfg.skill_margin, cfg.max_rate, cfg.per_events, cfg.min_positives,
-            per_prevalence=cfg.per_prevalence,
-        )  # fmt: skip
 
     def _keep(self, drift: DriftEvent) -> DriftEvent:
         if len(self.drifts) < 10_000:

@@ -15,6 +15,7 @@ from streamimb.detectors.calibration import ScoreCalibrator
 from streamimb.detectors.hst import ScaledHalfSpaceTrees
 from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import Event
+from streamimb.model import SupervisedModel
 from streamimb.pipeline import InputRecord, Pipeline
 from streamimb.processor import Processor
 from streamimb.simulate.cards import CardStream
@@ -143,7 +144,7 @@ def test_priors_are_tracked_once_with_the_same_results(monkeypatch, classifier):
     config = ModelConfig(classifier=classifier)
     shared, shared_results = run_pipeline(records, config)
     assert all(t is shared.priors for t in trackers(shared)) and shared.threshold._tracker is shared.priors
-    monkeypatch.setattr(Processor, "_share_priors", False)
+    monkeypatch.setattr(SupervisedModel, "_share_priors", False)
     separate, separate_results = run_pipeline(records, config)
     assert not any(t is separate.priors for t in trackers(separate))
     assert [verdict_key(v) for v in flatten(shared_results, "verdicts")] == [

@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamimb.config import ModelConfig
 from streamimb.events import Event
-from streamimb.processor import OTHER_CLASS, Processor
+from streamimb.model import OTHER_CLASS
+from streamimb.processor import Processor
 from streamimb.service.telemetry import ProcessorStats, Telemetry
 
 N_LABELS = 5000

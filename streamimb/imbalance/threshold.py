@@ -815,14 +815,16 @@ class AlertGuard(base.Base):
         """Whether alerts may be raised as far as skill goes."""
         return self.skill_margin is None or (self._skill >= self.skill_margin and self._z >= self.min_z)
 
-    def check(self, index: int) -> str:
+    def check(self, index: int, recent: deque[int] | None = None) -> str:
         """Why an alert at event position ``index`` is withheld ("no_skill", "rate_cap"), or "" when it may be
-        raised; then it counts against the cap. Positions must not decrease."""
+        raised; then it counts against the cap. Positions must not decrease. ``recent``: the positions of
+        the alerts of another stream of positions (a partition's, where one guard serves several), in place
+        of the guard's own."""
         if not self.skilled:
             return "no_skill"
         cap = self.cap
         if cap is not None:
-            recent = self._alerts
+            recent = self._alerts if recent is None else recent
             while recent and index - recent[0] >= self.per_events:
                 recent.popleft()
             if len(recent) >= cap:
