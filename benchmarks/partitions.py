@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="20,000 events; print, write nothing")
     args = parser.parse_args(argv)
-    origin = provenance("python benchmarks/partitions.py" + (" --quick" if args.quick else ""))
+    origin = provenance(".venv/bin/python benchmarks/partitions.py" + (" --quick" if args.quick else ""))
     stream = S.card_simulator(20_000 if args.quick else 100_000)
     results: dict[str, dict[str, dict[str, dict]]] = {}
     for name, model in CONFIGS.items():
