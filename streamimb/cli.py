@@ -14,7 +14,7 @@ from typing import Any, get_args
 from streamimb import __version__
 from streamimb.config import ServiceConfig, dump_config, load_config
 from streamimb.errors import StreamimbError
-from streamimb.io.kafka import ConsumerClient
+from streamimb.io.settings import ConsumerClient
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> ServiceConfig:

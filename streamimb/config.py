@@ -45,8 +45,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamimb.errors import ConfigError
-from streamimb.io.kafka import KafkaConfig
-from streamimb.io.prometheus import AlertmanagerConfig, PrometheusSourceConfig
+from streamimb.io.settings import AlertmanagerConfig, KafkaConfig, PrometheusSourceConfig
 
 # Command-line flags: applied over the environment, which is applied over the file.
 _FLAG_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("_FLAG_OVERRIDES", default=None)

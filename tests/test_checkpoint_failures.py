@@ -14,7 +14,7 @@ from streamimb.cli import main
 from streamimb.config import ServiceConfig
 from streamimb.errors import CheckpointError
 from streamimb.io.kafka import RawRecord
-from streamimb.service import runner as runner_module
+from streamimb.service import checkpoints as checkpoints_module
 from streamimb.service.runner import ServiceRunner
 from streamimb.service.state import FileCheckpointStore
 
@@ -74,17 +74,17 @@ def test_a_failing_checkpoint_write_commits_nothing_past_the_last_good_one(tmp_p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(runner.store, "save", disk_full)
-    monkeypatch.setattr(runner_module, "CHECKPOINT_GRACE_S", 0.0)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_GRACE_S", 0.0)
     outcome = runner.process_batch(records(10, 10))
     assert outcome.processed == 10  # consuming goes on
     assert runner.checkpoint() == 0
     assert source.commits == [{("events", 0): 10}]  # nothing past the last good checkpoint
-    assert runner.checkpoint_failures == 1 and runner._checkpoints_failing()
+    assert runner.checkpoint_failures == 1 and runner.checkpoints.failing()
     assert runner.summary()["checkpoint_failures"] == 1
 
     monkeypatch.setattr(runner.store, "save", good_save)  # the disk has room again
     runner.process_batch(records(20, 5))
     assert runner.checkpoint() == 1
     assert source.commits[-1] == {("events", 0): 25}
-    assert not runner._checkpoints_failing()
+    assert not runner.checkpoints.failing()
     assert runner.summary()["learned_total"] == {0: 25}

@@ -12,7 +12,8 @@ from prometheus_client import generate_latest
 
 from streamimb.config import ServiceConfig
 from streamimb.errors import CheckpointError
-from streamimb.io.kafka import KafkaSource, RawRecord, open_source, produce_records
+from streamimb.io.kafka import KafkaSource, RawRecord, produce_records
+from streamimb.io.sources import open_source
 from streamimb.service.runner import ServiceRunner
 from streamimb.service.state import FileCheckpointStore, SnapshotCodec, config_hash
 from streamimb.service.telemetry import Telemetry
@@ -160,7 +161,7 @@ def test_crash_replays_from_checkpoint_and_repeats_the_same_alert_ids(
 
     def crash_after_delivery(runner, outcome):
         batches.append(outcome.consumed)
-        if sum(batches) >= 700 and runner._since_checkpoint > 0:
+        if sum(batches) >= 700 and runner.checkpoints.since > 0:
             raise Crash  # alerts of this batch are out; the checkpoint is behind
 
     with pytest.raises(Crash):

@@ -21,18 +21,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from streamimb.errors import SourceError
-from streamimb.io.kafka import (
-    KafkaConfig,
-    Partition,
-    PartitionCallback,
-    RawRecord,
+from streamimb.io.consumer import (
+    CallbackRunner,
     SourceLifecycle,
-    _any_server_reachable,
-    _CallbackRunner,
-    _sorted_partitions,
+    any_server_reachable,
     checked_offsets,
     retrying,
+    sorted_partitions,
 )
+from streamimb.io.interfaces import Partition, PartitionCallback, RawRecord
+from streamimb.io.settings import KafkaConfig
 
 try:
     import confluent_kafka as ck
@@ -129,7 +127,7 @@ class ConfluentSource(SourceLifecycle):
         self._healthy = False
         self._down_since: float | None = None  # when librdkafka reported every broker down
         self._checked_at = 0.0
-        self._runner = _CallbackRunner(self)  # keeps a callback's error for poll() to re-raise
+        self._runner = CallbackRunner()  # keeps a callback's error for poll() to re-raise
         self._assignment: list[Partition] = []
         self._generation = -1
         self._seeks: dict[Partition, int] | None = None  # seeks made while on_assign runs
@@ -144,7 +142,7 @@ class ConfluentSource(SourceLifecycle):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _connect(self) -> Any:
-        if not _any_server_reachable(self.config.bootstrap_servers, 2.0):
+        if not any_server_reachable(self.config.bootstrap_servers, 2.0):
             raise _Unreachable(f"no bootstrap server reachable: {list(self.config.bootstrap_servers)}")
         return ck.Consumer({**confluent_settings(self.config), "error_cb": self._on_error})
 
@@ -189,7 +187,7 @@ class ConfluentSource(SourceLifecycle):
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), on the caller's thread) -------
     def _assigned(self, consumer: Any, tps: list[Any]) -> None:
-        self._assignment = _sorted_partitions(tps)
+        self._assignment = sorted_partitions(tps)
         try:  # read here, on the polling thread: asked while another thread polls, librdkafka can block
             self._generation = group_generation(consumer.consumer_group_metadata())
         except ck.KafkaException:

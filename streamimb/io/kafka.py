@@ -1,14 +1,16 @@
-"""Kafka edge of streamimb: configuration, a consumer-group source and a producer sink over kafka-python.
+"""Kafka edge of streamimb over kafka-python: a consumer-group source and a producer sink.
 
 This is the only module that imports ``kafka`` (``streamimb.io.confluent`` the only one that imports
-``confluent_kafka``). Everything it returns is plain Python
+``confluent_kafka``; neither imports the other). Everything it returns is plain Python
 (:class:`RawRecord`, tuples of ``(topic, partition)``, ints), so the runner and the tests never touch
 kafka-python types.
 
-* :class:`KafkaConfig` -- one frozen, validated model for every client (consumer, producer, admin).
-* :class:`KafkaSource` -- consumer group member with manual commits, seek, lag and rebalance callbacks;
-  :func:`open_source` returns it, or its confluent-kafka twin (``streamimb.io.confluent``) when
-  ``KafkaConfig.client`` is ``"confluent"``.
+* :class:`KafkaConfig` -- one frozen, validated model for every client (consumer, producer, admin); it
+  lives in ``streamimb.io.settings`` (no client imported) and is re-exported here, as are
+  :class:`RawRecord` and :class:`Partition` (``streamimb.io.interfaces``).
+* :class:`KafkaSource` -- consumer group member with manual commits, seek, lag and rebalance callbacks
+  (an :class:`~streamimb.io.interfaces.EventSource`); ``streamimb.io.sources.open_source`` returns it, or
+  its confluent-kafka twin when ``KafkaConfig.client`` is ``"confluent"`` (also importable from here).
 * :class:`KafkaSink` -- ``acks=all`` producer whose :meth:`KafkaSink.flush` raises
   :class:`~streamimb.errors.SinkError` if any record was not delivered.
 * :func:`produce_records`, :func:`ensure_topics`, :func:`check_broker` -- small helpers for tests,
@@ -21,25 +23,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import kafka.errors as kerrors
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener as _SyncListenerBase
 from kafka.future import Future as _KafkaFuture
 from kafka.structs import OffsetAndMetadata
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from streamimb.errors import BrokerAuthError, SinkError, SourceError
+from streamimb.io.consumer import (
+    CallbackRunner,
+    SourceLifecycle,
+    any_server_reachable,
+    backoff_delays,
+    checked_offsets,
+    retrying,
+    sorted_partitions,
+)
+from streamimb.io.interfaces import HeadersLike, Partition, PartitionCallback, RawRecord, is_oversized
+from streamimb.io.settings import PRODUCER_OVERHEAD_BYTES, ConsumerClient, KafkaConfig, as_config
 
 if TYPE_CHECKING:
-    from streamimb.io.confluent import ConfluentSource
+    from streamimb.io.sources import open_source
 
 try:  # kafka-python >= 3: rebalance listeners run on the client's IO thread
     from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener as _AsyncListenerBase
@@ -47,6 +57,7 @@ except ImportError:  # pragma: no cover - kafka-python 2.x runs listeners inside
     _AsyncListenerBase = None
 
 __all__ = [
+    "ConsumerClient",
     "KafkaConfig",
     "KafkaSink",
     "KafkaSource",
@@ -89,323 +100,14 @@ def _masked(config: Mapping[str, Any]) -> dict[str, Any]:
 
 logging.getLogger("kafka.admin.client").addFilter(_MaskClientSecrets())
 
-Partition = tuple[str, int]
-"""A topic partition as a plain ``(topic, partition)`` tuple."""
-
-PartitionCallback = Callable[[list[Partition]], None]
-
-_DEFAULT_PORT = 9092
-_PRODUCER_OVERHEAD_BYTES = 64 * 1024  # record batch framing on top of key + value + headers
-
-
-# --------------------------------------------------------------------------------------------- config
-ConsumerClient = Literal["kafka-python", "confluent"]  # the libraries a source can consume with
-
-
-class KafkaConfig(BaseModel):
-    """Connection and client settings shared by :class:`KafkaSource`, :class:`KafkaSink` and the admin.
-
-    ``bootstrap_servers`` accepts a list or a comma-separated string. Secrets are ``SecretStr`` and are
-    unwrapped only inside :meth:`client_kwargs`.
-
-    >>> cfg = KafkaConfig(bootstrap_servers="k1:9092, k2:9093", group_id="fraud")
-    >>> cfg.bootstrap_servers
-    ['k1:9092', 'k2:9093']
-    >>> sasl = KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-    ...                    sasl_username="svc", sasl_password="hunter2")
-    >>> "hunter2" in repr(sasl)
-    False
-    >>> sasl.client_kwargs()["sasl_plain_password"]
-    'hunter2'
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
-    client: ConsumerClient = Field(
-        "kafka-python",
-        description="The consumer's client library: 'confluent' (librdkafka, `pip install "
-        "'streamimb[confluent]'`) parses records in C and gives more end-to-end throughput than kafka-python "
-        "(measured in benchmarks/results/throughput.md); producers stay on kafka-python.",
-    )
-    client_id: str = "streamimb"
-    group_id: str = "streamimb"
-    events_topic: str = "events"
-    labels_topic: str | None = None
-    alerts_topic: str = "alerts"
-    dead_letter_topic: str = "dead-letters"
-
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: SecretStr | None = None
-
-    session_timeout_ms: int = Field(10_000, gt=0)
-    heartbeat_interval_ms: int = Field(1_000, gt=0)
-    max_poll_records: int = Field(500, gt=0)
-    poll_timeout_ms: int = Field(500, ge=0)
-    max_partition_fetch_bytes: int = Field(1_048_576, gt=0)
-    fetch_max_bytes: int = Field(52_428_800, gt=0)
-    max_message_bytes: int = Field(1_000_000, gt=0)
-    request_timeout_ms: int = Field(30_000, gt=500)
-    retry_backoff_ms: int = Field(100, gt=0)
-    retry_backoff_max_ms: int = Field(5_000, gt=0)
-    max_retries: int = Field(5, ge=0)
-    delivery_timeout_ms: int = Field(30_000, gt=0)
-    max_block_ms: int = Field(10_000, gt=0)
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    commit_interval_ms: int = Field(
-        1_000,
-        ge=0,
-        description="Without checkpoints, commit the processed offsets (once the outputs they cover are "
-        "acknowledged) when this long has passed since the last commit, and when idle, on revoke and at "
-        "shutdown; 0 commits after every batch.",
-    )
-
-    @field_validator("bootstrap_servers", mode="before")
-    @classmethod
-    def _split_servers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, list | tuple):
-            value = [str(v).strip() for v in value if str(v).strip()]
-            if not value:
-                raise ValueError("at least one bootstrap server is required")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> KafkaConfig:
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
-        if self.retry_backoff_max_ms < self.retry_backoff_ms:
-            raise ValueError("retry_backoff_max_ms must be >= retry_backoff_ms")
-        if self.security_protocol.startswith("SASL"):
-            if self.sasl_mechanism is None:
-                raise ValueError(
-                    f"sasl_mechanism is required with security_protocol={self.security_protocol}"
-                )
-            if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
-                not self.sasl_username or self.sasl_password is None
-            ):
-                raise ValueError(f"sasl_username and sasl_password are required for {self.sasl_mechanism}")
-        elif self.sasl_mechanism is not None:
-            raise ValueError("sasl_mechanism is set but security_protocol is not SASL_PLAINTEXT/SASL_SSL")
-        return self
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments accepted by kafka-python's consumer, producer and admin client alike.
-
-        Secrets are unwrapped here and nowhere else; do not log the result.
-        """
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": list(self.bootstrap_servers),
-            "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": self.request_timeout_ms,
-            "retry_backoff_ms": self.retry_backoff_ms,
-            "reconnect_backoff_max_ms": self.retry_backoff_max_ms,
-            "bootstrap_timeout_ms": self.request_timeout_ms,
-        }
-        if self.security_protocol.startswith("SASL"):
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            if self.sasl_username is not None:
-                kwargs["sasl_plain_username"] = self.sasl_username
-            if self.sasl_password is not None:
-                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, name)
-            if value is not None:
-                kwargs[name] = value
-        if self.ssl_password is not None:
-            kwargs["ssl_password"] = self.ssl_password.get_secret_value()
-        return kwargs
-
-    def consumer_kwargs(self) -> dict[str, Any]:
-        """:meth:`client_kwargs` plus the consumer-group settings (manual commits, eager assignor)."""
-        return {
-            **self.client_kwargs(),
-            "group_id": self.group_id,
-            "enable_auto_commit": False,
-            "auto_offset_reset": self.auto_offset_reset,
-            "session_timeout_ms": self.session_timeout_ms,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms,
-            "max_poll_records": self.max_poll_records,
-            "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
-            "fetch_max_bytes": self.fetch_max_bytes,
-        }
-
-    def producer_kwargs(self, linger_ms: int = 5) -> dict[str, Any]:
-        """:meth:`client_kwargs` plus durable producer settings (``acks=all``, bounded delivery time)."""
-        return {
-            **self.client_kwargs(),
-            "acks": "all",
-            "linger_ms": linger_ms,
-            "delivery_timeout_ms": max(self.delivery_timeout_ms, self.request_timeout_ms + linger_ms),
-            "max_block_ms": self.max_block_ms,
-            "max_request_size": max(1_048_576, self.max_message_bytes + _PRODUCER_OVERHEAD_BYTES),
-        }
-
-
-def _as_config(config: KafkaConfig | str | Sequence[str], **overrides: Any) -> KafkaConfig:
-    if isinstance(config, KafkaConfig):
-        return config.model_copy(update=overrides) if overrides else config
-    return KafkaConfig(bootstrap_servers=config if isinstance(config, str) else list(config), **overrides)
-
-
-# --------------------------------------------------------------------------------------------- records
-@dataclass(slots=True)
-class RawRecord:
-    """One consumed Kafka record, as bytes (treat as read-only). ``timestamp_ms`` is the Kafka timestamp.
-
-    Not frozen on purpose: a frozen dataclass costs ~0.7 us more per record on the hot input path.
-
-    >>> r = RawRecord("events", 0, 41, b"acct-7", b'{"amount": 3.5}', 1_700_000_000_000)
-    >>> r.size
-    21
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def size(self) -> int:
-        """Payload bytes: key + value + header names and values."""
-        total = len(self.key or b"") + len(self.value or b"")
-        for name, value in self.headers:
-            total += len(name.encode()) + len(value or b"")
-        return total
-
-    @property
-    def next_offset(self) -> int:
-        """The offset to commit once this record is processed."""
-        return self.offset + 1
-
-
-def is_oversized(record: RawRecord, max_message_bytes: int) -> bool:
-    """True when ``record`` is larger than ``max_message_bytes`` (route it to dead letters as oversized).
-
-    >>> is_oversized(RawRecord("t", 0, 0, None, b"x" * 11, 0), 10)
-    True
-    >>> is_oversized(RawRecord("t", 0, 0, None, b"x" * 10, 0), 10)
-    False
-    """
-    return record.size > max_message_bytes
-
 
 # --------------------------------------------------------------------------------------------- helpers
 def _is_retriable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retriable", False))
 
 
-def _backoff_delays(config: KafkaConfig) -> Iterable[float]:
-    """Exponential backoff in seconds, capped at ``retry_backoff_max_ms``; ``max_retries`` values."""
-    for attempt in range(config.max_retries):
-        yield min(config.retry_backoff_ms * 2**attempt, config.retry_backoff_max_ms) / 1000.0
-
-
-def retrying(
-    config: KafkaConfig,
-    what: str,
-    op: Callable[[], Any],
-    errors: tuple[type[BaseException], ...],
-    retriable: Callable[[BaseException], bool],
-    on_error: Callable[[], None] = lambda: None,
-) -> Any:
-    """``op()``, retried with capped exponential backoff (``max_retries`` times) while it raises one of
-    ``errors`` that is ``retriable``; then a ``SourceError`` naming ``what``. ``on_error`` runs at each
-    failure (a source marks itself unhealthy)."""
-    delays = iter(_backoff_delays(config))
-    while True:
-        try:
-            return op()
-        except errors as exc:
-            on_error()
-            delay = next(delays, None) if retriable(exc) else None
-            if delay is None:
-                raise SourceError(f"kafka {what} failed: {exc}") from exc
-            log.warning("kafka %s failed (%s); retrying in %.2fs", what, exc, delay)
-            time.sleep(delay)
-
-
-def checked_offsets(offsets: Mapping[Partition, int]) -> list[tuple[str, int, int]]:
-    """A commit's ``(topic, partition, next offset)``; a negative offset is a ``ValueError``.
-
-    >>> checked_offsets({("events", 1): 42})
-    [('events', 1, 42)]
-    """
-    out = []
-    for (topic, part), offset in offsets.items():
-        if int(offset) < 0:
-            raise ValueError(f"negative offset {offset} for {topic}[{part}]")
-        out.append((topic, int(part), int(offset)))
-    return out
-
-
-class SourceLifecycle:
-    """What both consumer sources share: the context manager and the closed check."""
-
-    _closed: bool
-    _healthy: bool
-    _runner: _CallbackRunner
-
-    def close(self, timeout_s: float = 10.0) -> None:  # pragma: no cover - each source closes its own
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SourceError("the Kafka source is closed")
-
-    def _raise_callback_error(self) -> None:
-        error, self._runner.error = self._runner.error, None
-        if error is not None:
-            raise error
-
-    def _unhealthy(self) -> None:
-        self._healthy = False
-
-    @staticmethod
-    def _topic_list(topics: Sequence[str]) -> list[str]:
-        topics = [topics] if isinstance(topics, str) else list(topics)
-        if not topics:
-            raise ValueError("at least one topic is required")
-        return topics
-
-
-def _split_host_port(server: str) -> tuple[str, int]:
-    host, sep, port = server.rpartition(":")
-    if not sep or not port.isdigit() or (host.count(":") and not host.startswith("[")):
-        return server.strip("[]"), _DEFAULT_PORT
-    return host.strip("[]"), int(port)
-
-
-def _any_server_reachable(servers: Sequence[str], timeout_s: float) -> bool:
-    """Cheap TCP probe, so no kafka client is built (and leaks its IO thread) against a dead address."""
-    for server in servers:
-        try:
-            with socket.create_connection(_split_host_port(server), timeout=timeout_s):
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _require_reachable(servers: Sequence[str]) -> None:
-    if not _any_server_reachable(servers, 2.0):
+    if not any_server_reachable(servers, 2.0):
         raise kerrors.KafkaConnectionError(f"no bootstrap server reachable: {list(servers)}")
 
 
@@ -413,20 +115,16 @@ def _to_tp(partition: Partition) -> TopicPartition:
     return TopicPartition(partition[0], int(partition[1]))
 
 
-def _sorted_partitions(tps: Iterable[TopicPartition]) -> list[Partition]:
-    return sorted((tp.topic, tp.partition) for tp in tps)
-
-
 def check_broker(config: KafkaConfig | str | Sequence[str], timeout_s: float = 5.0) -> list[str]:
     """Send a real Metadata request and return the topic names; raise ``SourceError`` if it fails."""
-    cfg = _as_config(config, request_timeout_ms=max(1_000, int(timeout_s * 1000)))
+    cfg = as_config(config, request_timeout_ms=max(1_000, int(timeout_s * 1000)))
     with _admin(cfg, min(timeout_s, 2.0), "metadata request") as admin:
         return sorted(admin.list_topics())
 
 
 def topic_partitions(config: KafkaConfig | str | Sequence[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Partition count of every topic the broker reports (a real Metadata request)."""
-    cfg = _as_config(config, request_timeout_ms=max(1_000, int(timeout_s * 1000)))
+    cfg = as_config(config, request_timeout_ms=max(1_000, int(timeout_s * 1000)))
     with _admin(cfg, min(timeout_s, 2.0), "describing topics") as admin:
         return {t["name"]: len(t["partitions"]) for t in admin.describe_topics() if not t["error_code"]}
 
@@ -442,7 +140,7 @@ def _admin(cfg: KafkaConfig, probe_s: float, what: str) -> Iterator[KafkaAdminCl
     streamimb.errors.SourceError: broker unreachable: no bootstrap server accepts connections: ['127.0.0.1:1']
     """
     servers = cfg.bootstrap_servers
-    if not _any_server_reachable(servers, probe_s):
+    if not any_server_reachable(servers, probe_s):
         raise SourceError(f"broker unreachable: no bootstrap server accepts connections: {servers}")
     try:
         admin = KafkaAdminClient(**cfg.client_kwargs())
@@ -483,9 +181,9 @@ def ensure_topics(
         return []
     if partitions < 1 or replication_factor < 1:
         raise ValueError("partitions and replication_factor must be >= 1")
-    cfg = _as_config(config)
+    cfg = as_config(config)
     deadline = time.monotonic() + timeout_s
-    delays = iter(_backoff_delays(cfg.model_copy(update={"max_retries": 1_000})))
+    delays = iter(backoff_delays(cfg.model_copy(update={"max_retries": 1_000})))
     while True:
         try:
             return _create_topics_once(cfg, wanted, partitions, replication_factor, timeout_s)
@@ -540,10 +238,10 @@ def produce_records(
     key_list: list[bytes | None] = [None] * len(values) if keys is None else list(keys)
     if len(key_list) != len(values):
         raise ValueError(f"{len(key_list)} keys for {len(values)} values")
-    cfg = _as_config(bootstrap)
+    cfg = as_config(bootstrap)
     largest = max((len(v or b"") + len(k or b"") for v, k in zip(values, key_list, strict=True)), default=0)
     kwargs = cfg.producer_kwargs(linger_ms=20)
-    kwargs["max_request_size"] = max(kwargs["max_request_size"], largest + _PRODUCER_OVERHEAD_BYTES)
+    kwargs["max_request_size"] = max(kwargs["max_request_size"], largest + PRODUCER_OVERHEAD_BYTES)
     kwargs["batch_size"] = 256 * 1024
     producer = KafkaProducer(**kwargs)
     try:
@@ -580,7 +278,7 @@ def _close_producer(producer: KafkaProducer, timeout_s: float) -> None:
 
 
 # --------------------------------------------------------------------------------------------- source
-class _CallbackRunner:
+class _CallbackRunner(CallbackRunner):
     """Runs user rebalance callbacks so that they may block (commit, flush sinks, write snapshots).
 
     kafka-python 3 invokes rebalance listeners on its IO thread, where a blocking consumer call
@@ -590,21 +288,9 @@ class _CallbackRunner:
     """
 
     def __init__(self, source: Any) -> None:
+        super().__init__()
         self._source = source
-        self.error: BaseException | None = None
         self.worker: threading.Thread | None = None
-
-    def call(self, callback: PartitionCallback | None, tps: Iterable[TopicPartition]) -> None:
-        """Run ``callback`` on the sorted partitions; keep its first error for the caller's poll()
-        (``tps``: any topic-partition objects, kafka-python's or confluent-kafka's)."""
-        if callback is None:
-            return
-        try:
-            callback(_sorted_partitions(tps))
-        except BaseException as exc:  # surfaced from KafkaSource.poll()/close() on the caller's thread
-            log.exception("rebalance callback %r failed", callback)
-            if self.error is None:
-                self.error = exc
 
     async def call_off_loop(self, callback: PartitionCallback | None, tps: Iterable[TopicPartition]) -> None:
         if callback is None:
@@ -808,7 +494,7 @@ class KafkaSource(SourceLifecycle):
     def assignment(self) -> list[Partition]:
         """The partitions this member owns now, sorted."""
         self._check_open()
-        return _sorted_partitions(self._consumer.assignment())
+        return sorted_partitions(self._consumer.assignment())
 
     def position(self, topic: str, partition: int) -> int | None:
         """The offset of the next record this member will return for an assigned partition."""
@@ -859,26 +545,7 @@ class KafkaSource(SourceLifecycle):
         return result
 
 
-def open_source(
-    config: KafkaConfig,
-    topics: Sequence[str],
-    on_assign: PartitionCallback | None = None,
-    on_revoke: PartitionCallback | None = None,
-    on_lost: PartitionCallback | None = None,
-) -> KafkaSource | ConfluentSource:
-    """A :class:`KafkaSource`, or with ``config.client == "confluent"`` its confluent-kafka twin
-    (:class:`streamimb.io.confluent.ConfluentSource`: same methods, same semantics)."""
-    if config.client == "confluent":
-        from streamimb.io.confluent import ConfluentSource
-
-        return ConfluentSource(config, topics, on_assign, on_revoke, on_lost)
-    return KafkaSource(config, topics, on_assign, on_revoke, on_lost)
-
-
 # --------------------------------------------------------------------------------------------- sink
-HeadersLike = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
-
-
 def _headers(headers: HeadersLike) -> list[tuple[str, bytes]]:
     if not headers:
         return []
@@ -910,7 +577,7 @@ class KafkaSink:
         self._producer = self._new_producer()
 
     def _new_producer(self) -> KafkaProducer:
-        delays = iter(_backoff_delays(self.config))
+        delays = iter(backoff_delays(self.config))
         while True:
             try:
                 _require_reachable(self.config.bootstrap_servers)
@@ -1005,3 +672,12 @@ class KafkaSink:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``open_source``, kept importable from here; it lives in ``streamimb.io.sources``."""
+    if name == "open_source":
+        from streamimb.io.sources import open_source
+
+        return open_source
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 import time
 import urllib.error
@@ -26,12 +25,11 @@ import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any, NamedTuple
 
 from streamimb.errors import SinkError, SourceError
 from streamimb.events import Alert
+from streamimb.io.settings import LABEL_NAME, AlertmanagerConfig, PrometheusSourceConfig, check_url
 
 __all__ = [
     "AlertmanagerConfig",
@@ -45,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MAX_BACKOFF = 30.0
 _MAX_RANGE_POINTS = 11_000  # Prometheus refuses range queries with more points per series
 
@@ -96,13 +93,6 @@ def _with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _check_url(url: str) -> str:
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"expected an http(s) URL, got {url!r}")
-    return url.rstrip("/")
-
-
 def _rfc3339(t: float) -> str:
     """Epoch seconds -> RFC 3339 in UTC with milliseconds.
 
@@ -147,10 +137,10 @@ class AlertmanagerSink:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.url = _check_url(url)
+        self.url = check_url(url)
         self.labels = dict(labels or {})
         for name in self.labels:
-            if not _LABEL_NAME.match(name):
+            if not LABEL_NAME.match(name):
                 raise ValueError(f"invalid Alertmanager label name {name!r}")
         if resolve_after_seconds <= 0:
             raise ValueError("resolve_after_seconds must be > 0")
@@ -403,7 +393,7 @@ class PrometheusSource:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.url = _check_url(url)
+        self.url = check_url(url)
         self.queries = tuple(queries)
         if not self.queries:
             raise ValueError("at least one query is needed")
@@ -587,80 +577,3 @@ class PrometheusSource:
 
 def _fmt(t: float) -> str:
     return f"{t:.3f}"
-
-
-# -- configuration -------------------------------------------------------------------------------------------
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class AlertmanagerConfig(_Frozen):
-    """Where and how alerts are posted to Alertmanager.
-
-    >>> AlertmanagerConfig(url="http://127.0.0.1:9093", labels={"team": "fraud"}).build().labels
-    {'team': 'fraud'}
-    """
-
-    kind: Literal["alertmanager"] = "alertmanager"
-    url: str = Field(description="Alertmanager base URL, e.g. http://alertmanager:9093.")
-    labels: dict[str, str] = Field(default_factory=dict, description="Static labels on every alert.")
-    alertname: str = Field("StreamimbDetection", min_length=1)
-    severity: str = Field("warning", min_length=1)
-    resolve_after_seconds: float = Field(300.0, gt=0, description="An alert ends this long after it is sent.")
-    timeout: float = Field(5.0, gt=0, description="Seconds per HTTP request.")
-    max_retries: int = Field(3, ge=0)
-    backoff: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
-    batch_size: int = Field(100, ge=1, description="Alerts per POST.")
-    generator_url: str | None = Field(None, description="Link shown with each alert.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not _LABEL_NAME.match(k)]
-        if bad:
-            raise ValueError(f"invalid label names {bad}")
-        return value
-
-    def build(self) -> AlertmanagerSink:
-        return AlertmanagerSink.from_config(self)
-
-
-class PrometheusSourceConfig(_Frozen):
-    """PromQL queries polled from Prometheus's HTTP API."""
-
-    kind: Literal["prometheus"] = "prometheus"
-    url: str = Field(description="Prometheus base URL, e.g. http://prometheus:9090.")
-    queries: tuple[str, ...] = Field(
-        min_length=1, description="PromQL expressions; each result series is a stream."
-    )
-    interval_seconds: float = Field(15.0, gt=0, description="Seconds between polls.")
-    lookback_seconds: float = Field(0.0, ge=0, description="History read at start (range query).")
-    step: float | None = Field(None, gt=0, description="Evaluation grid in seconds; the interval when unset.")
-    max_series: int = Field(1000, ge=1, description="Streams followed at most; extra ones are dropped.")
-    delay_seconds: float = Field(0.0, ge=0, description="Evaluate this far behind now, for late scrapes.")
-    timeout: float = Field(10.0, gt=0)
-    max_retries: int = Field(2, ge=0)
-    backoff: float = Field(0.5, ge=0)
-    drop_non_finite: bool = Field(True, description="Skip NaN, infinite and non-numeric values.")
-    stale_after_seconds: float | None = Field(None, gt=0, description="Forget streams unseen this long.")
-    max_consecutive_failures: int = Field(10, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("queries")
-    @classmethod
-    def _queries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not q.strip() for q in value):
-            raise ValueError("queries must not be empty")
-        return value
-
-    def build(self) -> PrometheusSource:
-        return PrometheusSource.from_config(self)

@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable
 
 from streamimb.config import EventSchema
 from streamimb.decoding import infer_schema
-from streamimb.io.kafka import Partition, RawRecord
+from streamimb.io.interfaces import Partition, RawRecord
 
 
 class SchemaInference:
     """Holds the first records of a stream back until a schema is inferred from them.
 
-    >>> from streamimb.io.kafka import RawRecord
+    >>> from streamimb.io.interfaces import RawRecord
     >>> rec = lambda i: RawRecord("events", 0, i, None, b'{"id": "e%d", "account": "a%d", "amount": %d.5, '
     ...                            b'"ts": %d, "label": 0}' % (i, i % 3, i, 1700000000 + i), 0)
     >>> inference = SchemaInference(EventSchema(), "events", sample_records=2)
