@@ -304,6 +304,26 @@ def render_partitions(res: dict[str, dict]) -> str:
     )
 
 
+def render_entities(res: dict[str, dict]) -> str:
+    """Entity features: detection with and without them on the raw card stream, and their cost."""
+    doc = res["entities"]
+    card, cost = doc["figures"]["card"], doc["figures"]["cost_us"]
+    raw, ent = card["raw fields"], card["raw fields + entities: [card]"]
+    producer = card["raw + producer's per-card fields"]
+    return (
+        f"Measured in {cite(doc)} on the demo's card simulator as a payment stream carries it "
+        f"({doc['figures']['n']:,} transactions; amount, hour, country, category), labels with the events, "
+        f"the default model: PR AUC {ent['pr_auc']:.3f} and minority F1 {ent['f1']:.3f} with "
+        f"`schema.entities: [card]`, against {raw['pr_auc']:.3f} and {raw['f1']:.3f} on the raw fields "
+        f"alone, and {producer['pr_auc']:.3f} and {producer['f1']:.3f} with the three per-card fields the "
+        f"simulator's producer computes. The entity features take {cost['1 entity']:.0f} us per event for "
+        f"one entity field and {cost['3 entities x 4 windows']:.0f} us for three (pure Python); the "
+        f"Processor ran "
+        f"{ent['events_per_cpu_s']:,.0f} events per CPU-second with them, {raw['events_per_cpu_s']:,.0f} "
+        "without."
+    )
+
+
 def render_soak(res: dict[str, dict]) -> str:
     """Benchmarks: memory over a million events."""
     sk = res["soak"]
@@ -341,6 +361,7 @@ def render_nab(res: dict[str, dict]) -> str:
 RENDERERS: dict[str, Callable[[dict[str, dict]], str]] = {
     "detection": render_detection,
     "partitions": render_partitions,
+    "entities": render_entities,
     "modes": render_modes,
     "confluent": render_confluent,
     "strategy": render_strategy,

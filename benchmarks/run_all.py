@@ -22,6 +22,7 @@ BENCHMARKS = [
     "detection.py",
     "choose_default.py",
     "partitions.py",
+    "entities.py",
     "nab.py",
     "throughput.py",
     "soak.py",

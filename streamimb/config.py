@@ -101,6 +101,11 @@ class EventSchema(Section):
     time: str | None = Field(None, description="Column holding event time (epoch seconds or ISO 8601).")
     label: str | None = Field(None, description="Column holding the label; absent for unlabelled streams.")
     key: str | None = Field(None, description="Column used as the partitioning key (e.g. card or account).")
+    entities: list[str] = Field(
+        default_factory=list,
+        description="Entity key columns (card, customer, merchant): each gets features from its earlier "
+        "events (model.features); the keys themselves are not features.",
+    )
     positive_class: str | None = Field(None, description="The rare class; inferred when absent.")
     numeric: list[str] | None = Field(
         None, description="Numeric feature columns; all others numeric if unset."
@@ -208,6 +213,30 @@ class AlertsConfig(Section):
     )
 
 
+class FeaturesConfig(Section):
+    """Per-entity features from earlier events and labels (see streamimb.entities)."""
+
+    entities: list[str] = Field(
+        default_factory=list, description="Entity key fields, with schema.entities (the service adds those)."
+    )
+    numeric: list[str] | None = Field(
+        None, description="Numeric fields aggregated per entity; all numeric features when unset."
+    )
+    categorical: list[str] | None = Field(
+        None, description="Categorical fields whose values per entity are tracked; all when unset."
+    )
+    windows: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [3_600.0, 86_400.0, 604_800.0, 2_592_000.0],
+        min_length=1,
+        description="Time constants of the exponentially weighted windows, in seconds of event time.",
+    )
+    risk_window: float = Field(2_592_000.0, gt=0, description="Time constant of the label-aware risk (s).")
+    risk_gap: float = Field(
+        0.0, ge=0, description="Event time (s) a label waits before it counts towards its entities' risk."
+    )
+    max_keys: int = Field(100_000, ge=1, description="Keys kept per entity field (least recently seen go).")
+
+
 class ModelConfig(Section):
     """Everything the Processor is built from."""
 
@@ -242,6 +271,7 @@ class ModelConfig(Section):
         "labels are learned as they come.",
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     max_classes: int = Field(
         32, ge=2, description="Classes tracked; labels seen once this many are tracked count as 'other'."
     )

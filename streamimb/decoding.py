@@ -122,8 +122,9 @@ def parse_time(value: Any) -> float | None:
 class EventDecoder:
     """Maps a record onto an Event following an EventSchema.
 
-    With ``schema.numeric`` unset every column that is not the id, time, label, key, a categorical or dropped
-    is read as numeric; ``infer_schema`` fills these lists from a sample of records instead.
+    With ``schema.numeric`` unset every column that is not the id, time, label, key, a categorical, an entity
+    or dropped is read as numeric; ``infer_schema`` fills these lists from a sample of records instead. Entity
+    key columns (``schema.entities``) are read as strings.
     ``require_label`` makes a record without a label a dead letter (replay of a labelled file); with
     ``max_abs`` a number of larger magnitude is one too (``bad_number``).
     """
@@ -136,8 +137,11 @@ class EventDecoder:
         self.max_abs = max_abs
         reserved = {schema.id, schema.time, schema.label, schema.key, *schema.drop} - {None}
         self._reserved = reserved
-        self._numeric = [c for c in schema.numeric or () if c not in reserved]
+        self._numeric = [c for c in schema.numeric or () if c not in reserved and c not in schema.entities]
         self._categorical = [c for c in schema.categorical or () if c not in reserved]
+        # entity keys come as strings, the partitioning key too (the Processor takes them out of the features)
+        named = {schema.id, schema.time, schema.label}
+        self._categorical += [c for c in schema.entities if c not in named and c not in self._categorical]
         self._auto_numeric = schema.numeric is None
         self._known_classes = set(schema.classes) if schema.classes else None
         self._fast = None if self._auto_numeric else self._fast_decoder()
@@ -386,7 +390,7 @@ def infer_schema(
     event_id = base.id or next((c for c in ID_CANDIDATES if c in columns), None)
     time_like = [c for c in columns if _looks_like_time(c, present[c])]
     event_time = base.time or next(iter(time_like), None)
-    reserved = {event_id, event_time, label, base.key, *base.drop} - {None}
+    reserved = {event_id, event_time, label, base.key, *base.drop, *base.entities} - {None}
     numeric, categorical, dropped = [], [], []
     for column in columns:
         values = present[column]

@@ -32,8 +32,9 @@ DEMO_CONFIG: dict[str, Any] = {
         "label": "label",
         "positive_class": "1",
         "classes": ["0", "1"],
-        "numeric": ["amount", "log_ratio_to_typical", "hour", "foreign", "minutes_since_last"],
+        "numeric": ["amount", "hour"],
         "categorical": ["country", "category"],
+        "entities": ["card"],  # raw transactions: per-card features come from the card's history
     },
     "model": {
         "detectors": [{"kind": "half_space_trees", "params": {"n_trees": 25, "height": 8}}],
@@ -64,7 +65,9 @@ class Producer(threading.Thread):
         self.kafka = kafka
         self.rate = rate
         self.bad_every = bad_every
-        self.stream = CardStream(seed=seed, chargeback_days=(0.02, 0.2), legit_label_days=0.05)
+        self.stream = CardStream(
+            seed=seed, chargeback_days=(0.02, 0.2), legit_label_days=0.05, producer_features=False
+        )
         self.stop_event = threading.Event()
         self.produced = 0
         self.error: BaseException | None = None

@@ -69,6 +69,7 @@ class Verdict:
     reason: str = ""  # why it alerts; empty where it does not
     scores: dict[str, float] = field(default_factory=dict)
     x: dict[str, float] = field(default_factory=dict, repr=False)
+    keys: dict[str, str] | None = field(default=None, repr=False)  # its entity keys (``schema.entities``)
 
     @property
     def alert(self) -> bool:

@@ -51,6 +51,7 @@ from streamimb.classifiers.portfolio import Portfolio
 from streamimb.config import ModelConfig
 from streamimb.detectors.calibration import ScoreCalibrator
 from streamimb.detectors.drift import DriftMonitor
+from streamimb.entities import EntityFeatures
 from streamimb.evaluation.prequential import PrequentialEvaluator
 from streamimb.events import DriftEvent, Event, Verdict
 from streamimb.features import FeatureExtractor
@@ -73,6 +74,7 @@ class Columns:
     events: list[Event]
     start: int  # the index of the chunk's first event
     xs: list[dict[str, float]]  # features
+    keys: list[dict[str, str] | None]  # entity keys
     scores: list[dict[str, float]]  # each detector's score
     anomaly_scores: list[float]
     anomaly_alerts: list[bool]  # the calibrator's decisions, before the decision mode
@@ -90,6 +92,9 @@ class Processor:
         :class:`~streamimb.model.SupervisedModel`).
     max_categories
         Distinct values kept per categorical feature.
+    entities
+        Entity key fields (``schema.entities``), with ``config.features.entities``: each event gets features
+        from its entities' earlier events and labels (:class:`~streamimb.entities.EntityFeatures`).
     model
         A supervised model shared with other Processors (other partitions of the stream): it learns the
         labels of all of them and scores each. ``positive`` and ``classes`` are then the model's.
@@ -106,10 +111,12 @@ class Processor:
         classes: Iterable[str] | None = None,
         max_categories: int = 64,
         model: SupervisedModel | None = None,
+        entities: Sequence[str] = (),
     ) -> None:
         self.config = config = config or ModelConfig()
         self.model = model if model is not None else SupervisedModel(config, positive, classes)
         self.features = FeatureExtractor(max_categories=max_categories)
+        self.entities = self._build_entities([*config.features.entities, *entities])
         self.detectors: dict[str, base.AnomalyDetector] = {}
         self.detector_calibrators: dict[str, ScoreCalibrator] = {}
         self.batch = bool(getattr(config, "batch", False))
@@ -156,7 +163,17 @@ class Processor:
         self.n_learned = 0
         self.n_alerts = 0
 
+    def _build_entities(self, keys: Sequence[str]) -> EntityFeatures | None:
+        if not keys:
+            return None
+        cfg = self.config.features
+        return EntityFeatures(
+            list(dict.fromkeys(keys)), cfg.numeric, cfg.categorical, cfg.windows, cfg.risk_window,
+            cfg.risk_gap, cfg.max_keys,
+        )  # fmt: skip
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("entities", None)  # a checkpoint from before entity features
         if "model" not in state:  # a checkpoint from before the supervised model had an object of its own
             model = SupervisedModel.__new__(SupervisedModel)
             moved = ("positive", "classes", "class_counts", "max_classes", "threshold_policy", "priors")
@@ -289,8 +306,7 @@ class Processor:
     # stages 1-3 ------------------------------------------------------------------------------------------
     def _score_anomalies(self, events: list[Event]) -> Columns:
         """Features, detectors (test-then-train) and calibration over a chunk of events."""
-        transform = self.features.transform_one
-        xs = [transform(e.features) for e in events]
+        xs, keys = self._featurise(events)
         learn = None
         if self.config.learn_detectors_on == "negatives":
             positive = self.positive
@@ -303,7 +319,24 @@ class Processor:
             per_event = [{name: scores[i] for name, scores in columns} for i in range(len(events))]
             scores = [self._combine(raw) for raw in per_event]
         _, alerts = self.calibrator.update_many(scores)
-        return Columns(events, self.n_events, xs, per_event, list(scores), list(alerts))
+        return Columns(events, self.n_events, xs, keys, per_event, list(scores), list(alerts))
+
+    def _featurise(self, events: list[Event]) -> tuple[list[dict[str, float]], list[dict[str, str] | None]]:
+        """Stage 1: each event's features, and its entity keys with their features from earlier events."""
+        transform = self.features.transform_one
+        if self.entities is None:
+            return [transform(e.features) for e in events], [None] * len(events)
+        entities = self.entities
+        fields = set(entities.keys)
+        xs, keys = [], []
+        for i, event in enumerate(events, start=self.n_events):
+            raw = event.features
+            own = {f: str(raw[f]) for f in entities.keys if raw.get(f) is not None}
+            x = transform({k: v for k, v in raw.items() if k not in fields})
+            x.update(entities.transform(raw, event.time if event.time is not None else float(i)))
+            xs.append(x)
+            keys.append(own)
+        return xs, keys
 
     def _combine(self, raw_scores: dict[str, float]) -> float:
         """One event's anomaly score from several detectors: -log10 of their smallest p-value,
@@ -354,7 +387,7 @@ class Processor:
             verdict = Verdict(
                 event.id, self.n_events, event.time, columns.anomaly_scores[i], columns.anomaly_alerts[i],
                 probas[i - start], predicted, classifier_alert, reason if classifier_alert else "",
-                columns.scores[i], xs[i - start],
+                columns.scores[i], xs[i - start], columns.keys[i],
             )  # fmt: skip
             self._apply_decision_mode(verdict, mode)
             self.n_alerts += verdict.alert
@@ -416,6 +449,13 @@ class Processor:
             drifts += self.error_monitor.update_many(
                 errors, [v.index for v, _ in scored], [v.time for v, _ in scored]
             )
+        if self.entities is not None:
+            positive = self.model.positive
+            for v, y in zip(verdicts, ys, strict=True):
+                if v.keys:
+                    self.entities.learn_label(
+                        v.keys, v.time if v.time is not None else float(v.index), y == positive
+                    )
         for i, changed in self.model.learn([v.x for v in verdicts], ys, times, probas, fixed_at):
             drifts += [DriftEvent(indices[i], f"prevalence:{c}", "prior_tracker", times[i]) for c in changed]
         self.n_learned += len(ys)

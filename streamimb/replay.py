@@ -121,6 +121,7 @@ def replay(
         positive=schema.positive_class,
         classes=schema.classes,
         max_categories=schema.max_categories,
+        entities=schema.entities,
     )
     decoder = GuardedDecoder(EventDecoder(schema))  # a row without a label is scored, as in the service
     pipeline = Pipeline(processor, decoder, model_version=f"streamimb-{__version__}")

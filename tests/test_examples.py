@@ -268,7 +268,7 @@ def check_counts_and_joins(produced: dict[str, Any], summary: dict[str, Any], ma
     assert summary["dead_letters"] == malformed == produced["malformed"]
     assert summary["processed"] == produced["event_records"] - malformed
     labels = summary["labels"]
-    assert 0 < labels["joined"] == summary["labels_consumed"] <= produced["labels_sent"]
+    assert 0 < labels["joined"] == summary["labels_consumed"] <= produced["labels_sent"], (labels, summary)
     assert labels["expired"] == labels["unknown"] == labels["duplicate"] == 0
     assert sum(summary["learned"].values()) == labels["joined"]
 

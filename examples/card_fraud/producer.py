@@ -71,6 +71,7 @@ def make_stream(args: argparse.Namespace) -> CardStream:
         mean_gap_seconds=args.gap_seconds,
         chargeback_days=tuple(args.chargeback_days),
         legit_label_days=args.legit_days,
+        producer_features=False,  # raw transactions, as a payment stream carries them
     )
 
 

@@ -243,4 +243,5 @@ def _slim(verdict: Verdict) -> Verdict:
         predicted=verdict.predicted,
         classifier_alert=verdict.classifier_alert,
         x=verdict.x,
+        keys=verdict.keys,
     )

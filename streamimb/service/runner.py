@@ -206,6 +206,7 @@ class ServiceRunner:
             positive=self.schema.positive_class,
             classes=self.schema.classes,
             max_categories=self.schema.max_categories,
+            entities=self.schema.entities,
         )
 
     def _adopt(self, schema: EventSchema) -> None:

@@ -5,6 +5,11 @@ Each card has a home country, a typical amount and favourite merchant categories
 a short burst of frauds: larger amounts, foreign countries, risky categories, at night, in quick
 succession. The share of fraud follows ``schedule``: a list of ``(until_event, fraud_rate)`` phases.
 
+A transaction carries its raw fields (id, time, card, amount, hour, country, category) and, unless
+``producer_features`` is off, three fields a producer would compute from the card's history
+(``log_ratio_to_typical``, ``foreign``, ``minutes_since_last``); a real payment stream carries only the raw
+fields, from which ``schema.entities: [card]`` computes such features itself.
+
 >>> stream = CardStream(seed=1)
 >>> tx, label = next(iter(stream))
 >>> sorted(tx)[:4], label["label"] in ("0", "1")
@@ -24,6 +29,7 @@ RISKY = ["electronics", "gaming", "online_retail", "travel"]
 COUNTRIES = ["FR", "DE", "ES", "IT", "NL", "BE", "PT", "PL"]
 FOREIGN = ["US", "BR", "NG", "RU", "CN", "TH"]
 
+PRODUCER_FEATURES = ("log_ratio_to_typical", "foreign", "minutes_since_last")
 DEFAULT_SCHEDULE = [(20_000, 0.005), (40_000, 0.02), (60_000, 0.003), (10**12, 0.01)]
 
 
@@ -46,6 +52,7 @@ class CardStream:
     mean_gap_seconds: float = 2.0
     chargeback_days: tuple[float, float] = (1.0, 10.0)
     legit_label_days: float = 3.0
+    producer_features: bool = True
 
     def fraud_rate(self, index: int) -> float:
         for until, rate in self.schedule:
@@ -79,6 +86,9 @@ class CardStream:
                 card_id = rng.randrange(self.n_cards)
                 fraud = False
             tx = self._transaction(rng, index, card_id, cards[card_id], now, fraud)
+            if not self.producer_features:
+                for name in PRODUCER_FEATURES:
+                    del tx[name]
             cards[card_id].last_time = now
             delay_days = rng.uniform(*self.chargeback_days) if fraud else self.legit_label_days
             label = {"id": tx["id"], "label": "1" if fraud else "0", "time": now + delay_days * 86400.0}
