@@ -7,7 +7,14 @@
    producer computes itself (`log_ratio_to_typical`, `foreign`, `minutes_since_last`) with the raw fields.
    Metrics: PR AUC of p(fraud), minority F1 of the alerts a user sees, second-half PR AUC; events per
    CPU-second of the Processor.
-2. **Cost**: `EntityFeatures.transform` alone, microseconds per event, for 3 entity fields x 4 windows (the
+2. **The Fraud Detection Handbook's design** (`streamimb.simulate.handbook.HandbookStream`, 63 days, raw
+   fields customer_id, terminal_id, amount, time; chargebacks 7 days late): online, the default model with
+   `schema.entities: [customer_id, terminal_id]` against the raw fields alone (amount and hour of day, from
+   the time, in both), every transaction scored before its label can have arrived, labels learned as event
+   time reaches them. Scored on the Handbook's test week (days 56-62, the cards known compromised left out,
+   `streamimb.evaluation.fraud`) with ROC AUC, average precision and Card Precision@100, next to the
+   offline anchors of benchmarks/handbook_anchors.py (trained on days 42-48).
+3. **Cost**: `EntityFeatures.transform` alone, microseconds per event, for 3 entity fields x 4 windows (the
    issue's sizing) and for 1 field, on 50,000 synthetic events with 2 numeric and 2 categorical fields.
 
     .venv/bin/python benchmarks/entities.py            # full run: writes benchmarks/results/entities.*
@@ -31,14 +38,21 @@ from readme_figures import provenance, write_figures
 
 from streamimb.config import ModelConfig
 from streamimb.entities import EntityFeatures
+from streamimb.evaluation.fraud import fraud_metrics, handbook_split
 from streamimb.evaluation.metrics import binary_metrics, pr_auc
 from streamimb.events import Event
 from streamimb.processor import Processor
 from streamimb.simulate.cards import PRODUCER_FEATURES, CardStream
+from streamimb.simulate.handbook import DAY, HandbookData, HandbookStream
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 500
 RAW = ("amount", "hour", "country", "category")
+HANDBOOK_DAYS, TRAIN_START = 63, 42  # the anchors' setup: train days 42-48, a week's gap, test days 56-62
+HANDBOOK_SHAPES = {
+    "raw fields": [],
+    "raw fields + entities: [customer_id, terminal_id]": ["customer_id", "terminal_id"],
+}
 SHAPES = {
     "raw fields": (RAW, []),
     "raw fields + entities: [card]": (RAW, ["card"]),
@@ -74,6 +88,75 @@ def run_card(rows: list[tuple[dict, str]], fields: tuple[str, ...], entities: li
         "second_half_pr_auc": pr_auc(truth[half:], scores[half:]),
         "events_per_cpu_s": len(rows) / cpu,
     }
+
+
+def run_handbook(data: HandbookData, entities: list[str]) -> tuple[np.ndarray, float]:
+    """p(fraud) of every transaction, online with labels 7 days late; the Processor's CPU-seconds."""
+    processor = Processor(ModelConfig(), positive="1", classes=["0", "1"], entities=entities)
+    times, label_times = data.time.tolist(), data.label_time.tolist()
+    labels = ["1" if f else "0" for f in data.fraud.tolist()]
+    rows = [
+        {"customer_id": f"c-{c}", "terminal_id": f"t-{t}", "amount": a, "hour": (s % DAY) / 3600.0}
+        for c, t, a, s in zip(
+            data.customer.tolist(), data.terminal.tolist(), data.amount.tolist(), times, strict=True
+        )
+    ]
+    keep = ("amount", "hour", *entities)
+    n = len(rows)
+    scores, verdicts = np.zeros(n), [None] * n
+    learned, cpu = 0, 0.0  # the labels of transactions [0, learned) were learned
+    for start in range(0, n, BATCH):
+        end = min(n, start + BATCH)
+        events = [Event(str(i), float(times[i]), {k: rows[i][k] for k in keep}) for i in range(start, end)]
+        t0 = time.process_time()
+        got, _ = processor.process_many(events)
+        for i, v in enumerate(got, start=start):
+            scores[i], verdicts[i] = v.proba.get("1", 0.0), v
+        due = learned
+        while due < end and label_times[due] <= times[end - 1]:
+            due += 1
+        if due > learned:
+            processor.learn_many([(verdicts[j], labels[j]) for j in range(learned, due)])
+            verdicts[learned:due] = [None] * (due - learned)
+            learned = due
+        cpu += time.process_time() - t0
+    return scores, cpu
+
+
+PUBLISHED = {  # the Handbook's anchors, AUC / AP / CP@100 (one week of training, 7-day delay)
+    "logistic regression": (0.871, 0.606, 0.291),
+    "random forest": (0.867, 0.658, 0.287),
+    "XGBoost": (0.869, 0.687, 0.303),
+}
+
+
+def offline_anchors() -> dict:
+    """The offline anchors on the same setup, from benchmarks/handbook_anchors.py's results (if run)."""
+    path = RESULTS / "handbook_anchors.json"
+    if not path.exists():
+        return {}
+    setups = json.loads(path.read_text(encoding="utf-8"))["figures"]["setups"]
+    return setups.get("steady state", {}).get("results", {}).get("Handbook features", {})
+
+
+def handbook(n_days: int, train_start: int) -> dict:
+    """Both shapes on the Handbook-style stream, scored on its test week, with the offline anchors."""
+    data = HandbookStream(n_days=n_days).generate()
+    day, card, fraud = data.day, data.customer, data.fraud
+    _, test = handbook_split(day, card, fraud, train_start=train_start)
+    out: dict = {
+        "n": len(data),
+        "frauds": int(fraud.sum()),
+        "test_transactions": int(test.sum()),
+        "online": {},
+    }
+    for name, entities in HANDBOOK_SHAPES.items():
+        scores, cpu = run_handbook(data, entities)
+        metrics = fraud_metrics(day[test], card[test], fraud[test], scores[test], k=100)
+        out["online"][name] = {**metrics, "events_per_cpu_s": len(data) / cpu}
+        print(name, {k: round(v, 3) for k, v in out["online"][name].items()}, flush=True)
+    out["offline"] = offline_anchors() if n_days == HANDBOOK_DAYS and train_start == TRAIN_START else {}
+    return out
 
 
 def cost(n: int = 50_000) -> dict[str, float]:
@@ -112,6 +195,30 @@ def render(doc: dict) -> str:
             f"| {name} | {r['pr_auc']:.3f} | {r['f1']:.3f} | {r['second_half_pr_auc']:.3f} | "
             f"{r['events_per_cpu_s']:,.0f} |"
         )
+    book = figures["handbook"]
+    lines += [
+        "",
+        f"The Fraud Detection Handbook's design (`HandbookStream(n_days={HANDBOOK_DAYS})`, {book['n']:,} "
+        f"transactions, {book['frauds']:,} frauds; chargebacks 7 days late), online with the default model, "
+        f"scored on the test week (days {TRAIN_START + 14}-{TRAIN_START + 20}, {book['test_transactions']:,} "
+        "transactions, the cards known compromised left out), next to the offline anchors "
+        "(`benchmarks/results/handbook_anchors.md`: trained on days "
+        f"{TRAIN_START}-{TRAIN_START + 6} with the Handbook's features) and the Handbook's published ones:\n",
+        "| method | ROC AUC | AP | CP@100 (best possible) | events / CPU-s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in book["online"].items():
+        lines.append(
+            f"| online, {name} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['card_precision_at_k']:.3f} "
+            f"({r['card_precision_at_k_best']:.3f}) | {r['events_per_cpu_s']:,.0f} |"
+        )
+    for name, r in book.get("offline", {}).items():
+        lines.append(
+            f"| offline, Handbook features, {name} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} | "
+            f"{r['cp_at_100']:.3f} ({r['cp_at_100_best']:.3f}) | - |"
+        )
+    for name, (auc, ap, cp) in PUBLISHED.items():
+        lines.append(f"| published (Handbook), {name} | {auc:.3f} | {ap:.3f} | {cp:.3f} | - |")
     lines += ["", "`EntityFeatures.transform` alone, microseconds per event (pure Python):", ""]
     lines += [f"- {name}: {us:.1f} us" for name, us in figures["cost_us"].items()]
     return "\n".join(lines) + "\n"
@@ -127,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, (fields, entities) in SHAPES.items():
         card[name] = run_card(rows, fields, entities)
         print(name, {k: round(v, 3) for k, v in card[name].items()}, flush=True)
-    figures = {"n": len(rows), "card": card, "cost_us": cost(10_000 if args.quick else 50_000)}
+    book = handbook(28, 7) if args.quick else handbook(HANDBOOK_DAYS, TRAIN_START)
+    figures = {
+        "n": len(rows),
+        "card": card,
+        "handbook": book,
+        "cost_us": cost(10_000 if args.quick else 50_000),
+    }
     print(json.dumps(figures["cost_us"]))
     if args.quick:
         return 0

@@ -26,6 +26,7 @@ BENCHMARKS = [
     "nab.py",
     "throughput.py",
     "soak.py",
+    "handbook_anchors.py",
 ]
 
 
