@@ -20,10 +20,11 @@ prediction. Both sides are bounded in number and age. Outcomes are counted:
 >>> joiner.match("b", "ok", now=7)          # the label is early: it waits for its event
 >>> joiner.add("b", "prediction-b", now=8)   # and is returned when the event is scored
 'ok'
+>>> joiner.match("d", "ok", now=9, since=400)  # read ahead: it waits from its own time
 >>> joiner.add("c", "prediction-c", now=9)
->>> joiner.expire(now=500)
->>> joiner.counts
-{'joined': 2, 'expired': 1, 'unknown': 0, 'duplicate': 1, 'evicted': 0}
+>>> joiner.expire(now=450)
+>>> joiner.early_labels, joiner.counts
+(1, {'joined': 2, 'expired': 1, 'unknown': 0, 'duplicate': 1, 'evicted': 0})
 """
 
 from __future__ import annotations
@@ -73,8 +74,13 @@ class LabelJoiner(Generic[T]):
             self.counts["evicted"] += 1
         return None
 
-    def match(self, event_id: str, label: str, now: float) -> T | None:
-        """The pending prediction for this id (removed); None if the label must wait or is a duplicate."""
+    def match(self, event_id: str, label: str, now: float, since: float | None = None) -> T | None:
+        """The pending prediction for this id (removed); None if the label must wait or is a duplicate.
+
+        A label that must wait for its event ages from ``since`` when that is later than ``now``: the label's
+        own time on the joiner's clock (in event time, the event it judges cannot be later than its label),
+        so that a label read far ahead of the events does not age out before its event comes.
+        """
         self.expire(now)
         entry = self._pending.pop(event_id, None)
         if entry is not None:
@@ -84,7 +90,7 @@ class LabelJoiner(Generic[T]):
             self.counts["duplicate"] += 1
             return None
         if event_id not in self._early:
-            self._early[event_id] = (now, label)
+            self._early[event_id] = (now if since is None else max(now, since), label)
             while len(self._early) > self.max_pending:
                 self._early.popitem(last=False)
                 self.counts["evicted"] += 1

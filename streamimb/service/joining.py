@@ -150,7 +150,7 @@ class LabelJoin:
             self._dead_letter(outcome, record, exc)
             return
         try:
-            event_id, label, _ = self.decoder.decode(record.value)
+            event_id, label, label_time = self.decoder.decode(record.value)
         except DecodeError as exc:
             self._dead_letter(outcome, record, exc)
             return
@@ -169,7 +169,8 @@ class LabelJoin:
             return
         if target is not home:
             target.dirty += 1
-        verdict = self._join(outcome, target, target.joiner.match, event_id, label)
+        since = label_time if self.config.clock == "event" else None  # an early label waits from its own time
+        verdict = self._join(outcome, target, target.joiner.match, event_id, label, since=since)
         if verdict is not None:
             _to_learn(outcome, target, verdict, label)
 
@@ -182,12 +183,17 @@ class LabelJoin:
         self.counts[what] += n
 
     def _join(
-        self, outcome: BatchOutcome, state: PartitionState, step: Callable[..., Any], *args: Any
+        self,
+        outcome: BatchOutcome,
+        state: PartitionState,
+        step: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
     ) -> Any:
         """Run one joiner step (``add`` or ``match``) and add the outcome counts it caused to the batch's."""
         joiner = state.joiner
         before = dict(joiner.counts)
-        result = step(*args, now=self._now(state))
+        result = step(*args, now=self._now(state), **kwargs)
         for k, v in joiner.counts.items():
             if v != before[k]:
                 self._count(outcome, k, v - before[k])
