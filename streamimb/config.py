@@ -230,7 +230,6 @@ class FeaturesConfig(Section):
         min_length=1,
         description="Time constants of the exponentially weighted windows, in seconds of event time.",
     )
-    risk_window: float = Field(2_592_000.0, gt=0, description="Time constant of the label-aware risk (s).")
     risk_gap: float = Field(
         0.0, ge=0, description="Event time (s) a label waits before it counts towards its entities' risk."
     )

@@ -11,9 +11,10 @@ event itself is folded in after its features are taken), named ``<field>:<featur
   mean, and a z-score with the long-window variance);
 - ``new_<c>``: 1 when a categorical field takes a value this entity has not shown before, and
   ``distinct_<c>``: how many distinct values it has shown (at most ``max_values`` tracked);
-- ``risk``: with labels, the entity's weighted share of the rare class among its labelled events, counting a
-  label once ``risk_gap`` seconds of event time have passed since its event (labels arrive late; a gap keeps
-  the feature's meaning the same at learning and at scoring time), and ``risk_labels``: their weight.
+- ``risk_<w>``: with labels, the entity's share of the rare class among its labelled events in each window
+  (weighted as above), counting a label once ``risk_gap`` seconds of event time have passed since its event
+  (labels arrive late; a gap keeps the feature's meaning the same at learning and at scoring time), and
+  ``risk_labels``: the weight of its labels in the longest window.
 
 State is bounded: at most ``max_keys`` keys per field, the least recently seen evicted first. Without event
 times, positions (events seen) stand in for seconds. The state is picklable (part of the checkpoint).
@@ -63,8 +64,8 @@ class _Entity:
         self.mean = [math.nan] * n_numeric
         self.var = [0.0] * n_numeric
         self.seen: list[set[str]] = [set() for _ in range(n_categorical)]
-        self.pos = 0.0  # weighted labels of the rare class (decaying from `last`, as the windows do)
-        self.labels = 0.0  # weighted labels
+        self.pos = [0.0] * n_windows  # weighted labels of the rare class per window (decaying from `last`)
+        self.labels = [0.0] * n_windows  # weighted labels per window
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -86,8 +87,8 @@ class EntityFeatures:
         event that has them.
     windows
         Time constants of the weighted windows, in seconds.
-    risk_window, risk_gap
-        Time constant of the label-aware risk, and the event time a label waits before it counts.
+    risk_gap
+        The event time a label waits before it counts towards the risk.
     max_keys, max_values
         Keys kept per field (least recently seen evicted), distinct values tracked per categorical field.
     """
@@ -98,7 +99,6 @@ class EntityFeatures:
         numeric: Sequence[str] | None = None,
         categorical: Sequence[str] | None = None,
         windows: Sequence[float] = DEFAULT_WINDOWS,
-        risk_window: float = 30 * DAY,
         risk_gap: float = 0.0,
         max_keys: int = 100_000,
         max_values: int = 32,
@@ -107,7 +107,6 @@ class EntityFeatures:
         self.numeric = None if numeric is None else list(numeric)
         self.categorical = None if categorical is None else list(categorical)
         self.windows = [float(w) for w in windows]
-        self.risk_window = float(risk_window)
         self.risk_gap = float(risk_gap)
         self.max_keys = max_keys
         self.max_values = max_values
@@ -171,7 +170,7 @@ class EntityFeatures:
                 [f"{field}:{x}_z" for x in numeric],
                 [f"{field}:new_{c}" for c in categorical],
                 [f"{field}:distinct_{c}" for c in categorical],
-                f"{field}:risk",
+                [f"{field}:risk_{w}" for w in self._names],
                 f"{field}:risk_labels",
             )
         return names
@@ -238,13 +237,16 @@ class EntityFeatures:
                     out[new_names[j]] = 0.0 if value in seen else 1.0
             if value is not None and len(seen) < self.max_values:
                 seen.add(value)
-        if entity.labels > 0.0:
-            out[risk] = entity.pos / entity.labels
-            if dt:
-                decay = math.exp(-dt / self.risk_window)
-                entity.pos *= decay
-                entity.labels *= decay
-            out[weight] = entity.labels
+        labels, positives = entity.labels, entity.pos
+        if labels[-1] > 0.0:
+            for w, window in enumerate(self.windows):
+                if labels[w] > 1e-3:
+                    out[risk[w]] = positives[w] / labels[w]
+                if dt:
+                    decay = math.exp(-dt / window)
+                    positives[w] *= decay
+                    labels[w] *= decay
+            out[weight] = labels[-1]
         entity.last = now if last is None or now > last else last
 
     # -- labels --------------------------------------------------------------------------------------------
@@ -268,5 +270,6 @@ class EntityFeatures:
             entity = self._state[field].get(key)
             if entity is None:
                 continue  # evicted (or never seen): its risk starts again
-            entity.labels += 1.0
-            entity.pos += positive
+            for w in range(len(self.windows)):
+                entity.labels[w] += 1.0
+                entity.pos[w] += positive

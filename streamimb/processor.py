@@ -168,8 +168,8 @@ class Processor:
             return None
         cfg = self.config.features
         return EntityFeatures(
-            list(dict.fromkeys(keys)), cfg.numeric, cfg.categorical, cfg.windows, cfg.risk_window,
-            cfg.risk_gap, cfg.max_keys,
+            list(dict.fromkeys(keys)), cfg.numeric, cfg.categorical, cfg.windows, cfg.risk_gap,
+            cfg.max_keys,
         )  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:

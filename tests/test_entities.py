@@ -82,7 +82,7 @@ def test_risk_counts_a_label_only_once_the_gap_has_passed_and_future_labels_chan
         out = []
         for start in range(0, len(events), 200):
             batch = [Event(e.id, e.time, e.features, y) for e, y in zip(events, labels, strict=True)]
-            out += [v.x.get("card:risk") for v in p.process_many(batch[start : start + 200])[0]]
+            out += [v.x.get("card:risk_30d") for v in p.process_many(batch[start : start + 200])[0]]
         return out
 
     labels = [e.label for e in events]
