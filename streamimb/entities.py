@@ -5,7 +5,8 @@ per key value and turns each event into features computed from that entity's *ea
 event itself is folded in after its features are taken), named ``<field>:<feature>``:
 
 - ``count_<w>``: the entity's events in an exponentially weighted window of time constant ``w`` (an event
-  ``t`` seconds old weighs ``exp(-t / w)``), and ``mean_<x>_<w>``: the weighted mean of each numeric field;
+  ``t`` seconds old weighs ``exp(-t / w)``), and ``mean_<x>_<w>``: the weighted mean of each numeric field
+  (a missing value counts as 0);
 - ``log_since_last``: log(1 + seconds since the entity's last event); ``first_seen``: 1 for its first event;
 - ``<x>_log_ratio`` and ``<x>_z``: the value against the entity's history (log of value over the long-window
   mean, and a z-score with the long-window variance);
@@ -67,6 +68,15 @@ class _Entity:
         self.pos = [0.0] * n_windows  # weighted labels of the rare class per window (decaying from `last`)
         self.labels = [0.0] * n_windows  # weighted labels per window
 
+    def widen(self, n_numeric: int, n_categorical: int) -> None:
+        """Room for fields admitted since this entity was created (their sums start at 0)."""
+        more = n_numeric - len(self.mean)
+        for sums in self.sums:
+            sums.extend([0.0] * more)
+        self.mean.extend([math.nan] * more)
+        self.var.extend([0.0] * more)
+        self.seen.extend(set() for _ in range(n_categorical - len(self.seen)))
+
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, name) for name in self.__slots__)
 
@@ -83,8 +93,8 @@ class EntityFeatures:
     keys
         Entity key fields; their values name the entities and are not features themselves.
     numeric, categorical
-        Fields aggregated per entity; ``None``: the numeric (float) / categorical (str) fields of the first
-        event that has them.
+        Fields aggregated per entity; ``None``: every numeric (float) / categorical (str) field, from the
+        first event with a value for it on.
     windows
         Time constants of the weighted windows, in seconds.
     risk_gap
@@ -104,8 +114,10 @@ class EntityFeatures:
         max_values: int = 32,
     ) -> None:
         self.keys = list(keys)
-        self.numeric = None if numeric is None else list(numeric)
-        self.categorical = None if categorical is None else list(categorical)
+        self.numeric = list(numeric or ())
+        self.categorical = list(categorical or ())
+        self._auto = (numeric is None, categorical is None)  # fields taken from the events as they come
+        self._typed = set(self.keys)  # fields known to be a key, numeric or categorical
         self.windows = [float(w) for w in windows]
         self.risk_gap = float(risk_gap)
         self.max_keys = max_keys
@@ -118,29 +130,38 @@ class EntityFeatures:
         self.evicted = 0
 
     # -- features ------------------------------------------------------------------------------------------
-    def transform(self, features: Mapping[str, Any], time: float | None) -> dict[str, float]:
-        """The event's entity features from the state before it; then the event joins its entities' state."""
+    def keys_of(self, features: Mapping[str, Any]) -> dict[str, str]:
+        """The event's entity keys, as strings (an absent or null key is left out)."""
+        return {field: str(key) for field in self.keys if (key := features.get(field)) is not None}
+
+    def transform(
+        self, features: Mapping[str, Any], time: float | None, keys: Mapping[str, str] | None = None
+    ) -> dict[str, float]:
+        """The event's entity features from the state before it; then the event joins its entities' state.
+        ``keys``: its ``keys_of`` where the caller has them already."""
         if self._pending:
             self._apply_labels(time)
-        if self.numeric is None or self.categorical is None:
-            self._fix_fields(features)
+        if (self._auto[0] or self._auto[1]) and not self._typed.issuperset(features):
+            self._admit(features)
         numeric = [v if type(v := features.get(k)) is float else None for k in self.numeric]
         categorical = [v if type(v := features.get(k)) is str else None for k in self.categorical]
         now = time or 0.0
         out: dict[str, float] = {}
-        for field in self.keys:
-            key = features.get(field)
-            if key is not None:
-                self._step(field, self._entity(field, str(key)), numeric, categorical, now, out)
+        for field, key in (self.keys_of(features) if keys is None else keys).items():
+            self._step(field, self._entity(field, key), numeric, categorical, now, out)
         return out
 
-    def _fix_fields(self, features: Mapping[str, Any]) -> None:
-        """The fields to aggregate, from the first event (when not configured)."""
-        rest = [k for k in features if k not in self.keys]
-        if self.numeric is None:
-            self.numeric = [k for k in rest if type(features[k]) is float]
-        if self.categorical is None:
-            self.categorical = [k for k in rest if type(features[k]) is str]
+    def _admit(self, features: Mapping[str, Any]) -> None:
+        """Fields not configured are aggregated from the first event that has a value for them on."""
+        for k, v in features.items():
+            if k in self._typed or v is None:
+                continue
+            self._typed.add(k)
+            if type(v) is float and self._auto[0]:
+                self.numeric.append(k)
+            elif type(v) is str and self._auto[1]:
+                self.categorical.append(k)
+            self._name_cache.clear()
 
     def _entity(self, field: str, key: str) -> _Entity:
         table = self._state[field]
@@ -149,9 +170,7 @@ class EntityFeatures:
             if len(table) >= self.max_keys:
                 table.popitem(last=False)
                 self.evicted += 1
-            entity = table[key] = _Entity(
-                len(self.windows), len(self.numeric or ()), len(self.categorical or ())
-            )
+            entity = table[key] = _Entity(len(self.windows), len(self.numeric), len(self.categorical))
         else:
             table.move_to_end(key)
         return entity
@@ -160,7 +179,7 @@ class EntityFeatures:
         """The feature names of one entity field, built once."""
         names = self._name_cache.get(field)
         if names is None:
-            numeric, categorical = self.numeric or [], self.categorical or []
+            numeric, categorical = self.numeric, self.categorical
             names = self._name_cache[field] = (
                 f"{field}:first_seen",
                 f"{field}:log_since_last",
@@ -185,6 +204,8 @@ class EntityFeatures:
         out: dict[str, float],
     ) -> None:
         """Describe the entity as it was before this event into ``out``, then fold the event in."""
+        if len(entity.mean) < len(numeric) or len(entity.seen) < len(categorical):
+            entity.widen(len(numeric), len(categorical))  # fields admitted after this entity was created
         (
             first,
             since,
@@ -253,13 +274,10 @@ class EntityFeatures:
     def learn_label(self, features: Mapping[str, Any], time: float | None, positive: bool) -> None:
         """The label of an event with these ``features`` (event ``time``), rare class or not: it counts
         towards its entities' risk once ``risk_gap`` seconds of event time have passed since the event."""
-        for field in self.keys:
-            key = features.get(field)
-            if key is not None:
-                self._n_pending += 1
-                heapq.heappush(
-                    self._pending, ((time or 0.0) + self.risk_gap, self._n_pending, field, str(key), positive)
-                )
+        for field, key in self.keys_of(features).items():
+            self._n_pending += 1
+            due = (time or 0.0) + self.risk_gap
+            heapq.heappush(self._pending, (due, self._n_pending, field, key, positive))
         if self.risk_gap <= 0.0:
             self._apply_labels(None)
 

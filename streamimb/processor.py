@@ -331,9 +331,9 @@ class Processor:
         xs, keys = [], []
         for i, event in enumerate(events, start=self.n_events):
             raw = event.features
-            own = {f: str(raw[f]) for f in entities.keys if raw.get(f) is not None}
+            own = entities.keys_of(raw)
             x = transform({k: v for k, v in raw.items() if k not in fields})
-            x.update(entities.transform(raw, event.time if event.time is not None else float(i)))
+            x.update(entities.transform(raw, _entity_time(event.time, i), own))
             xs.append(x)
             keys.append(own)
         return xs, keys
@@ -453,9 +453,7 @@ class Processor:
             positive = self.model.positive
             for v, y in zip(verdicts, ys, strict=True):
                 if v.keys:
-                    self.entities.learn_label(
-                        v.keys, v.time if v.time is not None else float(v.index), y == positive
-                    )
+                    self.entities.learn_label(v.keys, _entity_time(v.time, v.index), y == positive)
         for i, changed in self.model.learn([v.x for v in verdicts], ys, times, probas, fixed_at):
             drifts += [DriftEvent(indices[i], f"prevalence:{c}", "prior_tracker", times[i]) for c in changed]
         self.n_learned += len(ys)
@@ -586,6 +584,11 @@ def score_learn_many(
         if learn is None or learn[i]:
             detector.learn_one(x)
     return out
+
+
+def _entity_time(time: float | None, index: int) -> float:
+    """An event's time for its entity features: its event time, or its position where it has none."""
+    return time if time is not None else float(index)
 
 
 def _nan_to_none(value: float) -> float | None:

@@ -7,6 +7,8 @@ import math
 import pickle
 import random
 
+import pytest
+
 from streamimb.config import EventSchema, ModelConfig
 from streamimb.decoding import EventDecoder
 from streamimb.entities import EntityFeatures
@@ -118,3 +120,14 @@ def test_schema_entities_are_read_as_strings_and_are_not_features():
     verdict, _ = p.process_one(event)
     assert "amount" in verdict.x and not any(k.startswith("card=") or k == "card" for k in verdict.x)
     assert verdict.keys == {"card": "1234"} and verdict.x["card:first_seen"] == 1.0
+
+
+def test_a_field_missing_from_the_first_events_is_aggregated_once_it_has_values():
+    fx = EntityFeatures(["card"])
+    fx.transform({"card": "a", "amount": None, "country": None}, 0.0)  # a decoded event with gaps
+    fx.transform({"card": "a", "amount": 10.0, "country": "FR"}, 60.0)
+    x = fx.transform({"card": "a", "amount": 30.0, "country": "US"}, 120.0)
+    assert fx.numeric == ["amount"] and fx.categorical == ["country"]
+    assert x["card:mean_amount_30d"] == pytest.approx(10.0 / 2, rel=1e-4)  # the first counts, with no amount
+    assert x["card:amount_log_ratio"] == math.log(30.0 / 10.0) and x["card:new_country"] == 1.0
+    assert x["card:distinct_country"] == 1.0
